@@ -1,0 +1,37 @@
+"""Exceptions raised by candlelake. Each names the bad value and what was expected."""
+
+
+class CandlelakeError(Exception):
+    """Base class for every error candlelake raises on purpose."""
+
+
+class InvalidRequestError(CandlelakeError, ValueError):
+    """The caller asked for something that cannot be served (bad dates, bad parameters)."""
+
+
+class UnknownSymbolError(InvalidRequestError):
+    """The symbol is not listed by the exchange (or not trading)."""
+
+
+class UnsupportedIntervalError(InvalidRequestError):
+    """The kline interval is not one candlelake (or the exchange) supports."""
+
+
+class SourceDataError(CandlelakeError):
+    """Data received from a source is malformed: bad CSV row, truncated archive, bad JSON."""
+
+
+class ChecksumMismatchError(SourceDataError):
+    """A downloaded archive does not match its published sha256 checksum."""
+
+
+class BinanceAPIError(CandlelakeError):
+    """Binance answered with an error that retrying will not fix."""
+
+
+class BinanceIPBannedError(BinanceAPIError):
+    """HTTP 418: the IP is banned for ignoring 429 responses; we stop instead of retrying."""
+
+
+class LakeWriteError(CandlelakeError):
+    """A partition could not be written; the previous version of the partition is untouched."""

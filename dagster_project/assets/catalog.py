@@ -1,0 +1,34 @@
+"""Catalog layer: the DuckDB file with one view per lake table, for ad-hoc SQL."""
+
+import dagster as dg
+
+from dagster_project.assets.curate import CURATED_KLINES, KLINE_GAPS
+from dagster_project.assets.ingest import RAW_KLINES
+from dagster_project.lake import CatalogView, build_catalog
+from dagster_project.resources import LakeResource
+
+# View name → lake table. Views read a glob, so partitions landed later appear without a rebuild;
+# the catalog needs rebuilding only when a new table appears.
+CATALOG_VIEWS = (
+    CatalogView("klines", "curated", "klines"),
+    CatalogView("kline_gaps", "curated", "kline_gaps"),
+    CatalogView("raw_klines", "raw", "klines"),
+)
+
+
+@dg.asset(
+    key=dg.AssetKey(["catalog"]),
+    deps=[RAW_KLINES, CURATED_KLINES, KLINE_GAPS],
+    group_name="catalog",
+    kinds={"duckdb"},
+    description="lake/candlelake.duckdb: one view per lake table over its Hive-partitioned "
+    "Parquet, e.g. `duckdb lake/candlelake.duckdb -c \"select symbol, count(*) from klines "
+    "group by all\"`.",
+)
+def catalog(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    the_lake = lake.get()
+    views = build_catalog(the_lake, CATALOG_VIEWS)
+    context.log.info(f"catalog {the_lake.catalog_path} has views {views}")
+    return dg.MaterializeResult(
+        metadata={"path": dg.MetadataValue.path(str(the_lake.catalog_path)), "views": ", ".join(views)}
+    )

@@ -1,0 +1,178 @@
+"""``candlelake``: the command line. Every command goes through the library code the assets use."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from dagster_project.errors import CandlelakeError
+from dagster_project.klines import TimeRange
+
+log = logging.getLogger("candlelake")
+
+
+class CandlelakeGroup(click.Group):
+    """Turns candlelake's own errors into one clear line and exit status 2, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CandlelakeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=CandlelakeGroup)
+@click.option("--lake", "lake_root", envvar="CANDLELAKE_LAKE", default="lake", show_default=True,
+              help="Lake root (env CANDLELAKE_LAKE).")
+@click.option("-v", "--verbose", is_flag=True, help="Log every partition written.")
+@click.pass_context
+def main(ctx: click.Context, lake_root: str, verbose: bool) -> None:
+    """candlelake: land Binance klines into a Parquet lake, curate them with DuckDB SQL."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from dagster_project.lake import Lake
+
+    ctx.obj = Lake(lake_root)
+
+
+def split_symbols(value: str) -> list[str]:
+    return [s.strip().upper() for s in value.split(",") if s.strip()]
+
+
+@main.command()
+@click.option("--symbols", default=None, help="Comma-separated symbols (default BTCUSDT,ETHUSDT,SOLUSDT).")
+@click.option("--days", default=None, help="Comma-separated UTC days (default 2024-03-01..03).")
+@click.pass_obj
+def run(lake, symbols: str | None, days: str | None) -> None:
+    """The main job: materialize the whole asset graph offline (simulator) for the default partitions."""
+    from dagster_project import main_job
+
+    os.environ["CANDLELAKE_LAKE"] = str(lake.root)  # the Definitions read the lake root from here
+    home = main_job.dagster_home()
+    instance = main_job.persistent_instance(home)
+    from dagster_project.definitions import defs
+
+    started = time.monotonic()
+    report = main_job.run_main_job(
+        defs,
+        instance,
+        split_symbols(symbols) if symbols else main_job.DEFAULT_SYMBOLS,
+        days.split(",") if days else main_job.DEFAULT_DAYS,
+        progress=click.echo,
+    )
+    click.echo(f"\n{report.runs} runs in {time.monotonic() - started:.1f} s; "
+               f"{len(report.failed_checks)} failed checks, {len(report.warned_checks)} warnings")
+    for name in report.failed_checks:
+        click.echo(f"  FAILED check {name}")
+    print_where_to_look(lake, home)
+
+
+def print_where_to_look(lake, home: Path) -> None:
+    catalog, bin_dir = shown(lake.catalog_path), shown(Path(sys.executable).parent)
+    query = ("select symbol, interval, count(*) as bars, min(open_time), max(open_time) "
+             "from klines group by all order by all")
+    click.echo(f"""
+Lake:      {lake.root}
+Query it:  {bin_dir}/duckdb {catalog} -c "{query}"
+Gaps:      {bin_dir}/duckdb {catalog} -c "select * from kline_gaps order by gap_start"
+Dagster:   CANDLELAKE_LAKE={lake.root} DAGSTER_HOME={home} {bin_dir}/dagster dev -m dagster_project.definitions
+           (then open http://127.0.0.1:3000: assets, partitions, checks and these runs)""")
+
+
+def shown(path: Path) -> Path:
+    """``path`` relative to the working directory when it lies below it, for shorter commands."""
+    path = path.absolute()
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+
+@main.command()
+@click.option("--source", type=click.Choice(["simulator", "binance", "vision", "freqtrade"]),
+              default="simulator", show_default=True)
+@click.option("--symbols", required=True, help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.")
+@click.option("--interval", default="1m", show_default=True)
+@click.option("--start", required=True, help="UTC start (ISO date or time); widened to 00:00.")
+@click.option("--end", required=True, help="UTC end, exclusive; widened to the next 00:00.")
+@click.option("--base-url", default=None, help="REST or Vision base URL (e.g. a local server).")
+@click.option("--market", type=click.Choice(["spot", "futures_um"]), default="spot", show_default=True)
+@click.option("--freqtrade-dir", default="", help="freqtrade data folder (source freqtrade).")
+@click.option("--seed", default=7, show_default=True, help="Simulator seed.")
+@click.pass_obj
+def ingest(lake, source, symbols, interval, start, end, base_url, market, freqtrade_dir, seed) -> None:
+    """Land and curate klines for whole UTC days from a source."""
+    from dagster_project.backfill import ingest_range
+    from dagster_project.ingest.sources import SourceSettings, make_source
+
+    urls = {"rest_base_url": base_url, "vision_base_url": base_url} if base_url else {}
+    settings = SourceSettings(kind=source, rest_market=market, vision_market=market,
+                              freqtrade_dir=freqtrade_dir, simulator_seed=seed, **urls)
+    time_range = TimeRange.checked(start, end)
+    summary = ingest_range(lake, make_source(settings, lake.root), split_symbols(symbols),
+                           interval, time_range, instance=cli_instance(), progress=click.echo)
+    finish(lake, summary)
+
+
+@main.command("import-freqtrade")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--symbols", default="", help="Only these symbols (comma-separated).")
+@click.pass_obj
+def import_freqtrade(lake, folder: str, symbols: str) -> None:
+    """Import a freqtrade data folder (user_data/data/binance) as-is, then curate it."""
+    from dagster_project.backfill import import_freqtrade_dir
+
+    summary = import_freqtrade_dir(lake, folder, split_symbols(symbols), instance=cli_instance(),
+                                   progress=click.echo)
+    finish(lake, summary)
+
+
+@main.command()
+@click.pass_obj
+def catalog(lake) -> None:
+    """Rebuild lake/candlelake.duckdb (one view per lake table)."""
+    rebuild_catalog(lake)
+
+
+@main.command()
+@click.argument("query")
+@click.pass_obj
+def sql(lake, query: str) -> None:
+    """Run a query against the catalog, read-only, and print the result."""
+    from dagster_project.lake import connect
+
+    con = connect(lake.catalog_path, read_only=True)
+    try:
+        click.echo(con.sql(query))
+    finally:
+        con.close()
+
+
+def cli_instance():
+    """The project's Dagster instance, so CLI landings show as materialized in the UI."""
+    from dagster_project import main_job
+
+    return main_job.persistent_instance(main_job.dagster_home())
+
+
+def rebuild_catalog(lake) -> None:
+    from dagster_project.assets.catalog import CATALOG_VIEWS
+    from dagster_project.lake import build_catalog
+
+    views = build_catalog(lake, CATALOG_VIEWS)
+    click.echo(f"catalog {lake.catalog_path}: views {', '.join(views)}")
+
+
+def finish(lake, summary) -> None:
+    rebuild_catalog(lake)
+    click.echo(f"{summary.partitions} raw partitions, {summary.rows} rows landed")
+    for key, missing in sorted(summary.missing_bars.items()):
+        if missing:
+            click.echo(f"  {key}: {missing} missing bars (see the kline_gaps view)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""The one Definitions object of candlelake (``dagster dev`` loads this module)."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from dagster_project.assets import catalog, curate, ingest
+from dagster_project.jobs import catalog_job, daily_catalog_schedule, daily_klines_schedule, klines_job
+from dagster_project.lake import DEFAULT_LAKE_ROOT, LAKE_ENV_VAR
+from dagster_project.resources import DuckDBResource, LakeResource, MarketSourceResource
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([ingest, curate, catalog]),
+    jobs=[klines_job, catalog_job],
+    schedules=[daily_klines_schedule, daily_catalog_schedule],
+    resources={
+        "lake": LakeResource(root=os.environ.get(LAKE_ENV_VAR, DEFAULT_LAKE_ROOT)),
+        "duckdb": DuckDBResource(),
+        "market_source": MarketSourceResource(),
+    },
+)

@@ -1,0 +1,115 @@
+"""Land klines from any source into ``raw/klines``, one atomic partition per symbol, interval, day.
+
+Rows are fetched completely before anything is written, so a source that fails mid-way leaves the
+lake exactly as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import polars as pl
+
+from dagster_project.errors import InvalidRequestError, SourceDataError
+from dagster_project.klines import TIMESTAMP, TimeRange, conform, interval_length
+from dagster_project.lake import Lake
+
+log = logging.getLogger(__name__)
+
+SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{2,30}$")
+
+
+class KlineSource(Protocol):
+    """Anything that returns contract klines for a symbol, interval and time range."""
+
+    name: str
+
+    def fetch_klines(self, symbol: str, interval: str, time_range: TimeRange) -> pl.DataFrame: ...
+
+
+@dataclass(frozen=True)
+class LandedPartition:
+    symbol: str
+    interval: str
+    date: dt.date
+    path: Path
+    rows: int
+
+
+def check_symbol(symbol: str) -> str:
+    if not SYMBOL_PATTERN.match(symbol):
+        raise InvalidRequestError(
+            f"bad symbol {symbol!r}; expected an exchange symbol in upper case such as BTCUSDT"
+        )
+    return symbol
+
+
+def land_day(
+    lake: Lake, source: KlineSource, symbol: str, interval: str, day: dt.date
+) -> LandedPartition:
+    """Fetch one UTC day from ``source`` and replace its raw partition (empty if no rows)."""
+    check_symbol(symbol)
+    interval_length(interval)
+    frame = source.fetch_klines(symbol, interval, TimeRange.for_day(day))
+    landed = land_klines(lake, symbol, interval, frame, days=[day])
+    return landed[0]
+
+
+def land_klines(
+    lake: Lake,
+    symbol: str,
+    interval: str,
+    frame: pl.DataFrame,
+    days: list[dt.date] | None = None,
+    ingested_at: dt.datetime | None = None,
+) -> list[LandedPartition]:
+    """Write ``frame`` into one raw partition per UTC day of ``open_time``.
+
+    ``days`` names days to write even when they hold no rows (an empty partition records that the
+    source had nothing); rows outside ``days`` are an error when it is given.
+    """
+    check_symbol(symbol)
+    interval_length(interval)
+    frame = with_ingested_at(validated(conform(frame), symbol), ingested_at)
+    by_day = split_by_day(frame)
+    if days is not None:
+        stray = sorted(set(by_day) - set(days))
+        if stray:
+            raise SourceDataError(
+                f"source returned {symbol} rows on {stray[0]} outside the requested days "
+                f"{days[0]}..{days[-1]}"
+            )
+        by_day = {day: by_day.get(day, frame.clear()) for day in days}
+    landed = []
+    for day, rows in sorted(by_day.items()):
+        keys = {"symbol": symbol, "interval": interval, "date": day}
+        path = lake.write_partition("raw", "klines", keys, rows)
+        landed.append(LandedPartition(symbol, interval, day, path, rows.height))
+        log.info("landed %s %s %s: %d rows", symbol, interval, day, rows.height)
+    return landed
+
+
+def validated(frame: pl.DataFrame, symbol: str) -> pl.DataFrame:
+    nulls = frame.select(pl.col("open_time").null_count()).item()
+    if nulls:
+        raise SourceDataError(f"{nulls} {symbol} kline rows have no open_time")
+    return frame.sort("open_time", maintain_order=True)
+
+
+def with_ingested_at(frame: pl.DataFrame, ingested_at: dt.datetime | None) -> pl.DataFrame:
+    stamp = ingested_at or dt.datetime.now(dt.timezone.utc)
+    return frame.with_columns(pl.lit(stamp).cast(TIMESTAMP).alias("ingested_at"))
+
+
+def split_by_day(frame: pl.DataFrame) -> dict[dt.date, pl.DataFrame]:
+    if frame.is_empty():
+        return {}
+    parts = frame.with_columns(pl.col("open_time").dt.date().alias("_day")).partition_by(
+        "_day", as_dict=True, include_key=False
+    )
+    return {key[0]: rows for key, rows in parts.items()}

@@ -1,0 +1,113 @@
+"""One settings object that names a market-data source, and the adapter that serves klines from it.
+
+The Dagster resource and the CLI both build their source here, so an asset run and a CLI run land
+exactly the same rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from dagster_project.errors import InvalidRequestError, UnknownSymbolError, UnsupportedIntervalError
+from dagster_project.ingest import binance_rest, binance_vision, freqtrade, simulator
+from dagster_project.ingest.landing import KlineSource
+from dagster_project.klines import TimeRange
+
+SOURCE_KINDS = ("simulator", "binance", "vision", "freqtrade")
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    kind: str = "simulator"  # one of SOURCE_KINDS; the simulator is the offline default
+    rest_base_url: str = binance_rest.BASE_URLS["spot"]  # spot, USD-M futures, Binance.US, local
+    rest_market: str = "spot"  # "spot" (/api/v3) or "futures_um" (/fapi/v1)
+    vision_base_url: str = "https://data.binance.vision"
+    vision_market: str = "spot"  # "spot" or "futures_um"
+    vision_cache_dir: str = ""  # downloaded archives; default <lake>/.cache/vision
+    freqtrade_dir: str = ""  # a freqtrade user_data/data/binance folder
+    simulator_seed: int = 7
+
+
+def make_source(settings: SourceSettings, lake_root: Path) -> KlineSource:
+    if settings.kind == "simulator":
+        return SimulatorSource(simulator.SimulatorConfig(seed=settings.simulator_seed))
+    if settings.kind == "binance":
+        config = binance_rest.BinanceRestConfig(
+            base_url=settings.rest_base_url, market=settings.rest_market
+        )
+        return RestSource(config)
+    if settings.kind == "vision":
+        cache = settings.vision_cache_dir or str(lake_root / ".cache" / "vision")
+        config = binance_vision.VisionConfig(
+            base_url=settings.vision_base_url, market=settings.vision_market, cache_dir=Path(cache)
+        )
+        return VisionSource(config)
+    if settings.kind == "freqtrade":
+        if not settings.freqtrade_dir:
+            raise InvalidRequestError("source kind 'freqtrade' needs freqtrade_dir (a data folder)")
+        return FreqtradeSource(Path(settings.freqtrade_dir))
+    raise InvalidRequestError(
+        f"unknown market-data source {settings.kind!r}; expected one of {', '.join(SOURCE_KINDS)}"
+    )
+
+
+def settings_with(settings: SourceSettings, **changes: object) -> SourceSettings:
+    return dataclasses.replace(settings, **changes)
+
+
+@dataclass
+class SimulatorSource:
+    config: simulator.SimulatorConfig
+    name: str = "simulator"
+
+    def fetch_klines(self, symbol: str, interval: str, time_range: TimeRange) -> pl.DataFrame:
+        return simulator.simulate_klines(symbol, interval, time_range, self.config)
+
+
+@dataclass
+class RestSource:
+    config: binance_rest.BinanceRestConfig
+    name: str = "binance_rest"
+
+    def fetch_klines(self, symbol: str, interval: str, time_range: TimeRange) -> pl.DataFrame:
+        with binance_rest.BinanceRestClient(self.config) as client:
+            return client.fetch_klines(symbol, interval, time_range)
+
+
+@dataclass
+class VisionSource:
+    config: binance_vision.VisionConfig
+    name: str = "binance_vision"
+
+    def fetch_klines(self, symbol: str, interval: str, time_range: TimeRange) -> pl.DataFrame:
+        return binance_vision.fetch_klines(symbol, interval, time_range, self.config)
+
+
+@dataclass
+class FreqtradeSource:
+    """Serves the rows of the freqtrade file for a symbol and interval from a data folder."""
+
+    folder: Path
+    name: str = "freqtrade"
+
+    def fetch_klines(self, symbol: str, interval: str, time_range: TimeRange) -> pl.DataFrame:
+        files = freqtrade.scan_freqtrade_dir(self.folder)
+        matching = [f for f in files if f.symbol == symbol and f.interval == interval]
+        if not matching:
+            if any(f.symbol == symbol for f in files):
+                have = sorted({f.interval for f in files if f.symbol == symbol})
+                raise UnsupportedIntervalError(
+                    f"{self.folder} has {symbol} only at intervals {have}, not {interval!r}"
+                )
+            raise UnknownSymbolError(
+                f"{self.folder} holds no freqtrade file for {symbol}; it has "
+                f"{sorted({f.symbol for f in files})}"
+            )
+        frame = freqtrade.read_freqtrade_file(matching[0])
+        return frame.filter(
+            pl.col("open_time").is_between(time_range.start, time_range.end, closed="left")
+        )

@@ -1,0 +1,220 @@
+"""The lake: Hive-partitioned Parquet under one root, written atomically, plus its DuckDB catalog.
+
+Layout: ``<root>/<layer>/<table>/<key>=<value>/…/part-0.parquet`` with keys in the order
+``symbol``, ``interval``, ``date`` (then any others). One partition is one leaf directory holding
+one file. A write goes to a hidden temporary file in the leaf directory, is fsynced, then renamed
+over ``part-0.parquet`` (``os.replace`` is atomic on POSIX), so readers see the old partition or the
+new one, never a mix, and a failure at any point leaves the old one in place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dagster_project.errors import InvalidRequestError, LakeWriteError
+
+log = logging.getLogger(__name__)
+
+LAKE_ENV_VAR = "CANDLELAKE_LAKE"
+DEFAULT_LAKE_ROOT = "lake"
+PARTITION_FILE = "part-0.parquet"
+CATALOG_FILE = "candlelake.duckdb"
+# The catalog is written in an older storage format so that the `duckdb` command (the duckdb-cli
+# package, a release behind the Python package) opens it as well as Python does.
+CATALOG_STORAGE_VERSION = "v1.4.0"
+
+# Partition keys in path order; any other key follows these, in the order given.
+KEY_ORDER = ("symbol", "interval", "date")
+# DuckDB types of the partition keys, so a view never guesses (a symbol like "1INCHUSDT" stays text).
+HIVE_TYPES = {"symbol": "VARCHAR", "interval": "VARCHAR", "date": "DATE"}
+
+_KEY_VALUE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Lake:
+    """A lake rooted at ``root``; every path the project writes or reads comes from here."""
+
+    root: Path
+
+    @classmethod
+    def from_env(cls, default: str | Path = DEFAULT_LAKE_ROOT) -> Lake:
+        return cls(Path(os.environ.get(LAKE_ENV_VAR, default)))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser().absolute())
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.root / CATALOG_FILE
+
+    def table_dir(self, layer: str, table: str) -> Path:
+        for what, name in (("layer", layer), ("table", table)):
+            if not _NAME.match(name):
+                raise InvalidRequestError(
+                    f"bad lake {what} name {name!r}; expected lowercase letters, digits and _"
+                )
+        return self.root / layer / table
+
+    def partition_dir(self, layer: str, table: str, keys: Mapping[str, object]) -> Path:
+        path = self.table_dir(layer, table)
+        for key, value in ordered_keys(keys):
+            path = path / f"{key}={value}"
+        return path
+
+    def partition_file(self, layer: str, table: str, keys: Mapping[str, object]) -> Path:
+        return self.partition_dir(layer, table, keys) / PARTITION_FILE
+
+    def glob(self, layer: str, table: str) -> str:
+        """The ``read_parquet`` glob of every partition file of a table."""
+        return str(self.table_dir(layer, table) / "**" / "*.parquet")
+
+    def write_partition(
+        self,
+        layer: str,
+        table: str,
+        keys: Mapping[str, object],
+        data: pl.DataFrame | pa.Table,
+    ) -> Path:
+        """Replace one partition with ``data`` atomically; returns the partition file."""
+        arrow = data.to_arrow() if isinstance(data, pl.DataFrame) else data
+        arrow = drop_partition_columns(arrow, keys)
+        target = self.partition_file(layer, table, keys)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{PARTITION_FILE}.{uuid.uuid4().hex}.tmp"
+        try:
+            pq.write_table(arrow, tmp, compression="zstd")
+            _fsync(tmp)
+            os.replace(tmp, target)
+            _fsync(target.parent)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, Exception):
+                raise LakeWriteError(
+                    f"could not write partition {target}: {exc}; the previous version is intact"
+                ) from exc
+            raise
+        log.debug("wrote %s rows to %s", arrow.num_rows, target)
+        return target
+
+    def read_partition(self, layer: str, table: str, keys: Mapping[str, object]) -> pl.DataFrame:
+        return pl.read_parquet(self.partition_file(layer, table, keys))
+
+    def partitions(self, layer: str, table: str) -> Iterator[dict[str, str]]:
+        """The keys of every partition of a table that has a partition file."""
+        base = self.table_dir(layer, table)
+        for file in sorted(base.rglob(PARTITION_FILE)):
+            parts = file.parent.relative_to(base).parts
+            yield dict(part.split("=", 1) for part in parts)
+
+
+def ordered_keys(keys: Mapping[str, object]) -> list[tuple[str, str]]:
+    """Keys in lake path order, values as validated strings (dates as ``YYYY-MM-DD``)."""
+    rest = [k for k in keys if k not in KEY_ORDER]
+    ordered = [k for k in KEY_ORDER if k in keys] + rest
+    result = []
+    for key in ordered:
+        value = keys[key]
+        text = value.isoformat() if isinstance(value, dt.date) else str(value)
+        if not _NAME.match(key) or not _KEY_VALUE.match(text):
+            raise InvalidRequestError(
+                f"bad partition key {key}={text!r}; expected a lowercase name and a value of "
+                "letters, digits, '_', '.', ':' or '-'"
+            )
+        result.append((key, text))
+    return result
+
+
+def drop_partition_columns(arrow: pa.Table, keys: Mapping[str, object]) -> pa.Table:
+    """Partition keys live in the path (Hive style), never inside the file."""
+    present = [k for k in keys if k in arrow.column_names]
+    return arrow.drop_columns(present) if present else arrow
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# DuckDB: connections and the catalog of views
+
+
+def connect(
+    database: str | Path = ":memory:", read_only: bool = False, config: dict | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that works in UTC (``time_bucket`` and casts depend on the time zone)."""
+    con = duckdb.connect(str(database), read_only=read_only, config=config or {})
+    con.execute("set TimeZone = 'UTC'")
+    return con
+
+
+@dataclass(frozen=True)
+class CatalogView:
+    """A catalog view ``name`` over the lake table ``layer/table``."""
+
+    name: str
+    layer: str
+    table: str
+
+
+def build_catalog(lake: Lake, views: tuple[CatalogView, ...]) -> list[str]:
+    """(Re)build ``<root>/candlelake.duckdb`` with one view per table that has data.
+
+    Built in a temporary file and renamed into place, so an open catalog is never half-built.
+    Returns the names of the views created.
+    """
+    lake.root.mkdir(parents=True, exist_ok=True)
+    tmp = lake.root / f".{CATALOG_FILE}.{uuid.uuid4().hex}.tmp"
+    created = []
+    try:
+        con = connect(tmp, config={"storage_compatibility_version": CATALOG_STORAGE_VERSION})
+        try:
+            for view in views:
+                keys = next(lake.partitions(view.layer, view.table), None)
+                if keys is not None:
+                    glob = lake.glob(view.layer, view.table)
+                    con.execute(view_ddl(view.name, glob, tuple(keys)))
+                    created.append(view.name)
+        finally:
+            con.close()
+        os.replace(tmp, lake.catalog_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        Path(f"{tmp}.wal").unlink(missing_ok=True)
+    return created
+
+
+def view_ddl(name: str, glob: str, keys: tuple[str, ...]) -> str:
+    """``create view`` over a Hive-partitioned glob.
+
+    DuckDB views cannot take parameters, so the path is embedded as a quoted literal; the name is
+    checked against ``_NAME`` and the path quoted, never interpolated raw.
+    """
+    if not _NAME.match(name):
+        raise InvalidRequestError(f"bad view name {name!r}; expected lowercase letters, digits, _")
+    hive_types = ", ".join(f"'{k}': {HIVE_TYPES.get(k, 'VARCHAR')}" for k in keys if _NAME.match(k))
+    return (
+        f"create or replace view {name} as select * from read_parquet({sql_literal(glob)}, "
+        f"hive_partitioning = true, hive_types = {{{hive_types}}}, union_by_name = true)"
+    )
+
+
+def sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

@@ -1,0 +1,70 @@
+"""Dagster resources: the lake, DuckDB, and the market-data source (with the Binance clients)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+import duckdb
+
+from dagster_project.ingest.landing import KlineSource
+from dagster_project.ingest.sources import SourceSettings, make_source
+from dagster_project.lake import Lake, connect
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The lake root (``CANDLELAKE_LAKE``, default ``./lake``) and its atomic partition writer."""
+
+    root: str = "lake"
+
+    def get(self) -> Lake:
+        return Lake(self.root)
+
+
+class DuckDBResource(dg.ConfigurableResource):
+    """In-memory DuckDB connections (UTC) for running the project's SQL over the lake."""
+
+    threads: int = 0  # 0 lets DuckDB use every core
+    memory_limit: str = ""  # e.g. "4GB"; empty keeps DuckDB's default (80% of RAM)
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = connect()
+        if self.threads:
+            con.execute("set threads = $n", {"n": self.threads})
+        if self.memory_limit:
+            con.execute("set memory_limit = $m", {"m": self.memory_limit})
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+class MarketSourceResource(dg.ConfigurableResource):
+    """Where raw klines come from: simulator (offline default), binance (REST), vision, freqtrade."""
+
+    kind: str = "simulator"
+    interval: str = "1m"  # the interval landed in raw/klines
+    rest_base_url: str = SourceSettings.rest_base_url
+    rest_market: str = SourceSettings.rest_market
+    vision_base_url: str = SourceSettings.vision_base_url
+    vision_market: str = SourceSettings.vision_market
+    vision_cache_dir: str = ""
+    freqtrade_dir: str = ""
+    simulator_seed: int = SourceSettings.simulator_seed
+
+    def settings(self) -> SourceSettings:
+        return SourceSettings(
+            kind=self.kind,
+            rest_base_url=self.rest_base_url,
+            rest_market=self.rest_market,
+            vision_base_url=self.vision_base_url,
+            vision_market=self.vision_market,
+            vision_cache_dir=self.vision_cache_dir,
+            freqtrade_dir=self.freqtrade_dir,
+            simulator_seed=self.simulator_seed,
+        )
+
+    def build(self, lake: Lake) -> KlineSource:
+        return make_source(self.settings(), lake.root)

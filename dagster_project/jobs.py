@@ -6,12 +6,11 @@ import datetime as dt
 
 import dagster as dg
 
-from dagster_project.partitions import SYMBOLS_PARTITION_NAME, day_symbol, day_symbol_key
+from dagster_project.partitions import SYMBOLS_PARTITION_NAME, day_symbol_key
 
 klines_job = dg.define_asset_job(
     "klines_job",
     selection=dg.AssetSelection.groups("ingest", "curate"),
-    partitions_def=day_symbol,
     description="Land raw klines for one day × symbol partition and curate them.",
 )
 catalog_job = dg.define_asset_job(

@@ -1,0 +1,557 @@
+"""Binance REST klines client: paging by time, request-weight accounting, retries.
+
+``BinanceRestClient(config).fetch_klines(symbol, interval, time_range)`` returns the klines of
+``[start, end)`` as the contract frame (``klines.RAW_KLINE_SCHEMA``, ``source="binance_rest"``).
+
+How it behaves:
+
+- **Paging by time.** Each request asks for ``startTime``, ``endTime = end - 1 ms`` and
+  ``limit = page_limit``; the next page starts one interval after the last row's open time. It stops
+  as soon as the range is covered or a page comes back short (Binance returned everything left), so
+  N rows take exactly ceil(N / page_limit) requests. Rows outside ``[start, end)`` are dropped.
+- **Request weight.** Binance limits each IP by weight per clock minute and reports the window's
+  usage in ``X-MBX-USED-WEIGHT-1M`` on every response. The client adopts that number after each
+  response and, before a request that would take the window over ``weight_limit_per_minute``, sleeps
+  until the window rolls over, so a long backfill is paced instead of receiving 429s. If
+  exchangeInfo publishes a lower ``REQUEST_WEIGHT`` limit, the client adopts it.
+- **Errors.** 5xx, timeouts, connection errors and truncated or non-JSON bodies are retried with
+  exponential backoff and jitter (tenacity), ``max_retries`` times, then ``BinanceAPIError`` names
+  the URL, the attempts and the last failure. 429 waits exactly ``Retry-After`` seconds and retries
+  (its own budget, ``max_rate_limit_retries``). 418 (IP banned) raises ``BinanceIPBannedError`` at
+  once and the client refuses further requests until the ban is over. Other 4xx map Binance's
+  ``{"code", "msg"}``: -1121 -> ``UnknownSymbolError``, -1120 -> ``UnsupportedIntervalError``,
+  anything else -> ``BinanceAPIError`` with code, msg and URL.
+- **Counters.** ``client.stats`` counts requests, weight, 429s, retries and seconds waited.
+
+Weights (Binance docs): spot klines 2, spot exchangeInfo 20; USD-M futures klines 1/2/5/10 by
+``limit`` (<100, <500, <=1000, >1000), futures exchangeInfo 1. Spot allows 6000 weight per minute,
+USD-M futures 2400. The ``1s`` interval exists on spot only; futures klines allow ``limit`` up to
+1500 (the client keeps 1000, the cheapest rows-per-weight there).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import polars as pl
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from dagster_project.errors import (
+    BinanceAPIError,
+    BinanceIPBannedError,
+    InvalidRequestError,
+    SourceDataError,
+    UnknownSymbolError,
+    UnsupportedIntervalError,
+)
+from dagster_project.klines import (
+    INTERVALS,
+    TimeRange,
+    empty_klines,
+    interval_length,
+    klines_from_binance_rows,
+)
+
+log = logging.getLogger(__name__)
+
+SOURCE = "binance_rest"
+
+BASE_URLS: dict[str, str] = {
+    "spot": "https://api.binance.com",
+    "futures_um": "https://fapi.binance.com",
+    "binance_us": "https://api.binance.us",
+    "spot_testnet": "https://testnet.binance.vision",
+}
+
+# Per preset: (market, REQUEST_WEIGHT per minute). Binance.US's limit is not verified here; the
+# client lowers its limit to whatever exchangeInfo publishes once it has fetched it.
+_PRESETS: dict[str, tuple[str, int]] = {
+    "spot": ("spot", 6000),
+    "futures_um": ("futures_um", 2400),
+    "binance_us": ("spot", 1200),
+    "spot_testnet": ("spot", 6000),
+}
+
+_API_PREFIX = {"spot": "/api/v3", "futures_um": "/fapi/v1"}
+_MAX_PAGE_LIMIT = {"spot": 1000, "futures_um": 1500}
+_EXCHANGE_INFO_WEIGHT = {"spot": 20, "futures_um": 1}
+_MARKET_INTERVALS = {
+    "spot": tuple(INTERVALS),
+    "futures_um": tuple(i for i in INTERVALS if i != "1s"),  # futures have no 1s klines
+}
+_WEIGHT_HEADER = "x-mbx-used-weight-1m"
+
+
+@dataclass(frozen=True)
+class BinanceRestConfig:
+    """How to reach Binance and how politely. Defaults are for production spot."""
+
+    # Scheme and host of the API; see BASE_URLS (a local server in tests).
+    base_url: str = BASE_URLS["spot"]
+    # "spot" (paths /api/v3/...) or "futures_um" (USD-M futures, /fapi/v1/...).
+    market: str = "spot"
+    # Seconds before a connect/read/write/pool wait is abandoned (and retried).
+    timeout_s: float = 10.0
+    # Retries after the first attempt for 5xx, timeouts, resets and truncated or non-JSON bodies.
+    max_retries: int = 5
+    # How many 429s in a row one request may absorb (each waits exactly Retry-After).
+    max_rate_limit_retries: int = 5
+    # Binance's REQUEST_WEIGHT limit per window and IP (spot 6000/min; futures 2400/min).
+    weight_limit_per_minute: int = 6000
+    # Length of Binance's weight window: the clock minute. Tests shrink it.
+    weight_window_s: float = 60.0
+    # Clock skew allowance: after a window rollover, the old window must also have room for this
+    # long, and a throttled request sleeps this much past the rollover.
+    window_guard_s: float = 0.5
+    # First retry backoff in seconds; doubles each retry, plus up to this much jitter.
+    backoff_base_s: float = 0.5
+    # Ceiling of one backoff sleep in seconds.
+    backoff_max_s: float = 30.0
+    # Rows per klines request (Binance max: spot 1000; futures 1500, but 1000 is cheaper per row).
+    page_limit: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.market not in _API_PREFIX:
+            raise InvalidRequestError(
+                f"unknown market {self.market!r}; expected one of {', '.join(_API_PREFIX)}"
+            )
+        if not 1 <= self.page_limit <= _MAX_PAGE_LIMIT[self.market]:
+            raise InvalidRequestError(
+                f"page_limit {self.page_limit} is out of range for {self.market}; expected "
+                f"1..{_MAX_PAGE_LIMIT[self.market]}"
+            )
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> BinanceRestConfig:
+        """The config for a named endpoint in ``BASE_URLS`` (spot, futures_um, binance_us, ...)."""
+        if name not in _PRESETS:
+            raise InvalidRequestError(
+                f"unknown Binance preset {name!r}; expected one of {', '.join(_PRESETS)}"
+            )
+        market, weight_limit = _PRESETS[name]
+        settings: dict[str, Any] = {
+            "base_url": BASE_URLS[name],
+            "market": market,
+            "weight_limit_per_minute": weight_limit,
+        }
+        return cls(**{**settings, **overrides})
+
+
+def config_from_preset(name: str, **overrides: Any) -> BinanceRestConfig:
+    """``BinanceRestConfig.preset`` as a function (for resources and CLIs)."""
+    return BinanceRestConfig.preset(name, **overrides)
+
+
+@dataclass
+class RequestStats:
+    """What a client has done so far; the benchmark reports these."""
+
+    requests: int = 0  # HTTP requests sent, including failed attempts
+    weight_used: int = 0  # sum of the weights of the requests sent
+    rate_limited: int = 0  # 429 responses received
+    retries: int = 0  # attempts repeated after a transient failure
+    throttle_wait_s: float = 0.0  # slept to let the weight window roll over
+    backoff_wait_s: float = 0.0  # slept between retries of transient failures
+    rate_limit_wait_s: float = 0.0  # slept on Retry-After after 429s
+
+    @property
+    def waited_s(self) -> float:
+        return self.throttle_wait_s + self.backoff_wait_s + self.rate_limit_wait_s
+
+
+class BinanceRestClient:
+    """A synchronous Binance REST market-data client; use as a context manager or ``close()``."""
+
+    def __init__(
+        self,
+        config: BinanceRestConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.config = config or BinanceRestConfig()
+        self.stats = RequestStats()
+        self._clock, self._sleep = clock, sleep
+        self._http = httpx.Client(
+            base_url=self.config.base_url,
+            timeout=httpx.Timeout(self.config.timeout_s),
+            headers={"User-Agent": "candlelake/0.1"},
+        )
+        self._weight_limit = self.config.weight_limit_per_minute
+        self._used_by_window: dict[int, int] = {}  # weight window index -> weight used in it
+        self._banned_until = 0.0
+        self._exchange_info: dict[str, Any] | None = None
+
+    def __enter__(self) -> BinanceRestClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- public API ------------------------------------------------------------------------------
+
+    @property
+    def weight_limit(self) -> int:
+        """The weight limit per window in force (lowered to exchangeInfo's if that is lower)."""
+        return self._weight_limit
+
+    def fetch_klines(self, symbol: str, interval: str, time_range: TimeRange) -> pl.DataFrame:
+        """Every kline of ``symbol``/``interval`` opening in ``[start, end)``, validated first."""
+        self.validate(symbol, interval)
+        pages = list(self.iter_kline_pages(symbol, interval, time_range))
+        return pl.concat(pages) if pages else empty_klines()
+
+    def iter_kline_pages(
+        self, symbol: str, interval: str, time_range: TimeRange
+    ) -> Iterator[pl.DataFrame]:
+        """One contract frame per klines request, oldest first (see the module docstring)."""
+        self.check_interval(interval)
+        step_ms = int(interval_length(interval).total_seconds() * 1000)
+        start_ms, end_ms = time_range.start_ms, time_range.end_ms
+        while start_ms < end_ms:
+            rows = self._klines_page(symbol, interval, start_ms, end_ms - 1)
+            if not rows:
+                return
+            yield klines_from_binance_rows(_rows_in_range(rows, start_ms, end_ms), SOURCE)
+            if len(rows) < self.config.page_limit:  # Binance had nothing more in the range
+                return
+            start_ms = int(rows[-1][0]) + step_ms
+
+    def exchange_info(self) -> dict[str, Any]:
+        """The market's exchangeInfo body, fetched once per client."""
+        if self._exchange_info is None:
+            weight = _EXCHANGE_INFO_WEIGHT[self.config.market]
+            self._exchange_info = self._get_json("exchangeInfo", {}, weight)
+            self._adopt_published_limit(self._exchange_info)
+        return self._exchange_info
+
+    def validate(self, symbol: str, interval: str) -> None:
+        """Raise unless ``interval`` is offered and ``symbol`` listed; warn if it is not TRADING."""
+        self.check_interval(interval)
+        listing = {s["symbol"]: s for s in self.exchange_info().get("symbols", [])}
+        entry = listing.get(symbol)
+        if entry is None:
+            raise UnknownSymbolError(_unknown_symbol_message(symbol, self.config, listing))
+        status = entry.get("status", "TRADING")
+        if status != "TRADING":
+            log.warning(
+                "%s on %s has status %s (not TRADING); klines may stop early or be missing",
+                symbol,
+                self.config.market,
+                status,
+            )
+
+    def check_interval(self, interval: str) -> None:
+        """Raise ``UnsupportedIntervalError`` unless candlelake and this market support it."""
+        interval_length(interval)
+        supported = _MARKET_INTERVALS[self.config.market]
+        if interval not in supported:
+            raise UnsupportedIntervalError(
+                f"interval {interval!r} is not offered on Binance {self.config.market}; expected "
+                f"one of {', '.join(supported)}"
+            )
+
+    def server_time_ms(self) -> int:
+        """Binance's clock in epoch milliseconds (``/time``, weight 1)."""
+        return int(self._get_json("time", {}, 1)["serverTime"])
+
+    def ping(self) -> None:
+        self._get_json("ping", {}, 1)
+
+    # -- one klines page -------------------------------------------------------------------------
+
+    def _klines_page(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int
+    ) -> list[list[Any]]:
+        limit = self.config.page_limit
+        params = {
+            "symbol": symbol,
+            "interval": interval,
+            "startTime": start_ms,
+            "endTime": end_ms,
+            "limit": limit,
+        }
+        body = self._get_json("klines", params, _klines_weight(self.config.market, limit))
+        if not isinstance(body, list):
+            raise SourceDataError(
+                f"klines response for {symbol} {interval} is a {type(body).__name__}; "
+                f"expected a JSON array of kline arrays: {str(body)[:200]}"
+            )
+        return body
+
+    # -- HTTP with weight accounting and retries -------------------------------------------------
+
+    def _get_json(self, endpoint: str, params: Mapping[str, Any], weight: int) -> Any:
+        """GET ``endpoint`` and decode JSON, handling weight, 429s, bans and transient failures."""
+        path = f"{_API_PREFIX[self.config.market]}/{endpoint}"
+        url = str(self._http.build_request("GET", path, params=params).url)
+        for _ in range(self.config.max_rate_limit_retries + 1):
+            try:
+                return self._get_with_retries(path, params, weight, url)
+            except _RateLimited as limited:
+                self.stats.rate_limited += 1
+                log.warning("429 from %s; waiting Retry-After %.1f s", url, limited.wait_s)
+                self._wait(limited.wait_s, "rate_limit_wait_s")
+        raise BinanceAPIError(
+            f"GET {url} was rate limited (429) {self.config.max_rate_limit_retries + 1} times in "
+            "a row; expected the limit to clear after Retry-After"
+        )
+
+    def _get_with_retries(self, path: str, params: Mapping[str, Any], weight: int, url: str) -> Any:
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Transient),
+            stop=stop_after_attempt(self.config.max_retries + 1),
+            wait=wait_exponential_jitter(
+                multiplier=self.config.backoff_base_s,
+                max=self.config.backoff_max_s,
+                jitter=self.config.backoff_base_s,
+            ),
+            sleep=lambda seconds: self._wait(seconds, "backoff_wait_s"),
+            before_sleep=self._log_retry,
+        )
+        try:
+            return retrying(self._attempt, path, params, weight, url)
+        except RetryError as exhausted:
+            attempt = exhausted.last_attempt
+            raise BinanceAPIError(
+                f"GET {url} failed after {attempt.attempt_number} attempts "
+                f"(max_retries={self.config.max_retries}); last failure: {attempt.exception()}"
+            ) from attempt.exception()
+
+    def _attempt(self, path: str, params: Mapping[str, Any], weight: int, url: str) -> Any:
+        self._check_not_banned(url)
+        self._reserve_weight(weight)
+        self.stats.requests += 1
+        self.stats.weight_used += weight
+        try:
+            response = self._http.get(path, params=params)
+        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            raise _Transient(f"{type(exc).__name__}: {exc or 'no detail'}") from exc
+        self._record_used_weight(response)
+        return self._decode(response, url)
+
+    def _decode(self, response: httpx.Response, url: str) -> Any:
+        status = response.status_code
+        if status == 200:
+            try:
+                return response.json()
+            except ValueError as exc:
+                raise _Transient(
+                    f"invalid JSON body ({len(response.content)} bytes): {exc}"
+                ) from exc
+        if status == 429:
+            raise _RateLimited(self._retry_after_s(response))
+        if status == 418:
+            self._banned_until = self._clock() + self._retry_after_s(response)
+            raise BinanceIPBannedError(
+                f"Binance answered 418 (IP banned) to GET {url}; Retry-After "
+                f"{response.headers.get('Retry-After', 'absent')} s; "
+                f"{_error_text(response)}; expected no requests until the ban is over"
+            )
+        if status >= 500:
+            raise _Transient(f"HTTP {status}: {_error_text(response)}")
+        raise _client_error(response, url)
+
+    # -- request weight --------------------------------------------------------------------------
+
+    def _reserve_weight(self, weight: int) -> None:
+        """Sleep until ``weight`` more fits the exchange's current window, then count it."""
+        if weight > self._weight_limit:
+            raise InvalidRequestError(
+                f"a request of weight {weight} can never fit the weight limit "
+                f"{self._weight_limit} per window; expected a limit >= {weight}"
+            )
+        wait = self._seconds_until_weight_fits(weight)
+        while wait > 0:
+            log.info(
+                "weight %d + %d would pass the limit %d; waiting %.2f s for the next window",
+                self._used_in(self._window_at(self._clock())),
+                weight,
+                self._weight_limit,
+                wait,
+            )
+            self._wait(wait, "throttle_wait_s")
+            wait = self._seconds_until_weight_fits(weight)
+        index = self._window_at(self._clock())
+        self._used_by_window[index] = self._used_in(index) + weight
+
+    def _seconds_until_weight_fits(self, weight: int) -> float:
+        """0 if ``weight`` fits now; else the seconds until the window (plus guard) rolls over.
+
+        During the first ``window_guard_s`` of a window the exchange's clock may still be in the
+        previous one, so that window's budget must also have room.
+        """
+        now = self._clock()
+        index = self._window_at(now)
+        window_s, guard_s = self.config.weight_window_s, self.config.window_guard_s
+        if self._used_in(index) + weight > self._weight_limit:
+            return (index + 1) * window_s + guard_s - now
+        in_guard = now - index * window_s < guard_s
+        if in_guard and self._used_in(index - 1) + weight > self._weight_limit:
+            return index * window_s + guard_s - now
+        return 0.0
+
+    def _record_used_weight(self, response: httpx.Response) -> None:
+        """Adopt the exchange's count for the current window (it includes other users of the IP)."""
+        header = response.headers.get(_WEIGHT_HEADER)
+        if header is None or not header.strip().isdigit():
+            return
+        index = self._window_at(self._clock())
+        self._used_by_window = {i: w for i, w in self._used_by_window.items() if i >= index - 1}
+        self._used_by_window[index] = int(header)
+
+    def _window_at(self, now: float) -> int:
+        """The index of Binance's weight window (the clock minute by default) holding ``now``."""
+        return math.floor(now / self.config.weight_window_s)
+
+    def _used_in(self, index: int) -> int:
+        return self._used_by_window.get(index, 0)
+
+    def _adopt_published_limit(self, info: Mapping[str, Any]) -> None:
+        for limit in info.get("rateLimits", []):
+            if (limit.get("rateLimitType"), limit.get("interval"), limit.get("intervalNum")) != (
+                "REQUEST_WEIGHT",
+                "MINUTE",
+                1,
+            ):
+                continue
+            published = int(limit.get("limit", self._weight_limit))
+            if published < self._weight_limit:
+                log.info(
+                    "exchangeInfo publishes REQUEST_WEIGHT %d per minute; lowering the client's "
+                    "limit from %d",
+                    published,
+                    self._weight_limit,
+                )
+                self._weight_limit = published
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _check_not_banned(self, url: str) -> None:
+        remaining = self._banned_until - self._clock()
+        if remaining > 0:
+            raise BinanceIPBannedError(
+                f"not sending GET {url}: Binance banned this IP (418) for {remaining:.0f} s more; "
+                "expected no requests until the ban is over"
+            )
+
+    def _retry_after_s(self, response: httpx.Response) -> float:
+        value = response.headers.get("Retry-After", "")
+        try:
+            return max(0.0, float(value))
+        except ValueError:  # absent or an HTTP date: wait for the next window
+            index = self._window_at(self._clock())
+            next_start = (index + 1) * self.config.weight_window_s + self.config.window_guard_s
+            return max(0.0, next_start - self._clock())
+
+    def _wait(self, seconds: float, counter: str) -> None:
+        if seconds <= 0:
+            return
+        setattr(self.stats, counter, getattr(self.stats, counter) + seconds)
+        self._sleep(seconds)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        self.stats.retries += 1
+        outcome = state.outcome
+        log.warning(
+            "attempt %d failed (%s); retrying in %.2f s",
+            state.attempt_number,
+            outcome.exception() if outcome is not None else "unknown",
+            state.upcoming_sleep,
+        )
+
+
+class _Transient(Exception):
+    """A failure worth retrying: 5xx, timeout, reset, truncated or non-JSON body."""
+
+
+class _RateLimited(Exception):
+    """A 429: wait ``wait_s`` (Retry-After) and try again."""
+
+    def __init__(self, wait_s: float):
+        super().__init__(f"429, Retry-After {wait_s} s")
+        self.wait_s = wait_s
+
+
+def _klines_weight(market: str, limit: int) -> int:
+    if market == "spot":
+        return 2
+    if limit < 100:
+        return 1
+    if limit < 500:
+        return 2
+    return 5 if limit <= 1000 else 10
+
+
+def _rows_in_range(rows: list[list[Any]], start_ms: int, end_ms: int) -> list[list[Any]]:
+    """``rows`` opening in ``[start_ms, end_ms)``; a page wholly outside it is a broken source."""
+    kept = [row for row in rows if start_ms <= int(row[0]) < end_ms]
+    if not kept:
+        raise SourceDataError(
+            f"klines page for [{start_ms}, {end_ms}) ms holds {len(rows)} rows, none in range "
+            f"(first open time {rows[0][0]}); expected rows opening inside the requested range"
+        )
+    return kept
+
+
+def _client_error(response: httpx.Response, url: str) -> Exception:
+    code, msg = _binance_error(response)
+    if code == -1121:
+        return UnknownSymbolError(f"Binance does not list the symbol in GET {url}: {code} {msg}")
+    if code == -1120:
+        return UnsupportedIntervalError(f"Binance rejected the interval in GET {url}: {code} {msg}")
+    return BinanceAPIError(
+        f"Binance rejected GET {url} with HTTP {response.status_code}, code {code}: {msg}"
+    )
+
+
+def _binance_error(response: httpx.Response) -> tuple[int | None, str]:
+    try:
+        body = response.json()
+    except ValueError:
+        return None, response.text[:200]
+    if isinstance(body, dict):
+        return body.get("code"), str(body.get("msg", ""))
+    return None, str(body)[:200]
+
+
+def _error_text(response: httpx.Response) -> str:
+    code, msg = _binance_error(response)
+    return msg if code is None else f"code {code}: {msg}"
+
+
+def _unknown_symbol_message(
+    symbol: str, config: BinanceRestConfig, listing: Mapping[str, Any]
+) -> str:
+    close = difflib.get_close_matches(symbol.upper(), list(listing), n=3, cutoff=0.75)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return (
+        f"symbol {symbol!r} is not listed on Binance {config.market} ({config.base_url}); "
+        f"expected one of its {len(listing)} exchangeInfo symbols{hint}"
+    )
+
+
+__all__ = [
+    "BASE_URLS",
+    "BinanceRestClient",
+    "BinanceRestConfig",
+    "RequestStats",
+    "config_from_preset",
+]

@@ -1,0 +1,134 @@
+"""End to end: the assets materialized in process on a temporary lake and Dagster instance."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from dagster_project.assets.catalog import catalog
+from dagster_project.assets.curate import curated_klines
+from dagster_project.assets.ingest import raw_klines
+from dagster_project.lake import Lake, connect
+from dagster_project.partitions import SYMBOLS_PARTITION_NAME, day_symbol_key
+from dagster_project.resources import DuckDBResource, LakeResource, MarketSourceResource
+from tests.fakes.binance_server import Fault, FakeBinance, synthetic_kline_rows
+
+DAY = dt.date(2024, 3, 1)
+KEY = str(day_symbol_key(DAY, "BTCUSDT"))
+RAW = {"symbol": "BTCUSDT", "interval": "1m", "date": DAY}
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(SYMBOLS_PARTITION_NAME, ["BTCUSDT", "ETHUSDT"])
+        yield instance
+
+
+def resources(lake_root, source: MarketSourceResource | None = None) -> dict:
+    return {"lake": LakeResource(root=str(lake_root)), "duckdb": DuckDBResource(),
+            "market_source": source or MarketSourceResource()}
+
+
+def materialize_partition(instance, lake_root, key=KEY, source=None, raise_on_error=True):
+    return dg.materialize([raw_klines, curated_klines], partition_key=key, instance=instance,
+                          resources=resources(lake_root, source), raise_on_error=raise_on_error)
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """The step failure's message and those of its causes (the library's own exception)."""
+    error = result.get_step_failure_events()[0].event_specific_data.error
+    messages = []
+    while error is not None:
+        messages.append(error.message)
+        error = error.cause
+    return " | ".join(messages)
+
+
+def test_simulator_partition_lands_curates_and_passes_every_check(tmp_path, instance):
+    result = materialize_partition(instance, tmp_path)
+    assert result.success
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 11
+    assert all(e.passed for e in evaluations), [e.check_name for e in evaluations if not e.passed]
+    lake = Lake(tmp_path)
+    raw = lake.read_partition("raw", "klines", RAW)
+    assert raw.height == 1440 and set(raw["source"]) == {"simulator"}
+    for interval, bars in {"1m": 1440, "5m": 288, "15m": 96, "1h": 24}.items():
+        curated = lake.read_partition("curated", "klines", {**RAW, "interval": interval})
+        assert curated.height == bars and curated["is_complete"].all()
+
+
+def test_rematerializing_a_partition_gives_the_same_rows(tmp_path, instance):
+    lake = Lake(tmp_path)
+    materialize_partition(instance, tmp_path)
+    first = lake.read_partition("raw", "klines", RAW).drop("ingested_at")
+    materialize_partition(instance, tmp_path)
+    assert lake.read_partition("raw", "klines", RAW).drop("ingested_at").equals(first)
+
+
+def test_catalog_asset_builds_views_over_materialized_partitions(tmp_path, instance):
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        materialize_partition(instance, tmp_path, key=str(day_symbol_key(DAY, symbol)))
+    dg.materialize([catalog], instance=instance, resources=resources(tmp_path))
+    con = connect(Lake(tmp_path).catalog_path, read_only=True)
+    counts = con.sql("select symbol, interval, count(*) from klines group by all order by all").fetchall()
+    assert ("BTCUSDT", "1m", 1440) in counts and ("ETHUSDT", "1h", 24) in counts
+    assert con.sql("select count(*) from raw_klines").fetchall() == [(2880,)]
+    assert con.sql("select count(*) from kline_gaps").fetchall() == [(0,)]
+
+
+def test_partition_from_binance_rest_through_a_local_server(tmp_path, instance):
+    start = dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc)
+    rows = synthetic_kline_rows("BTCUSDT", "1m", start, 1440)
+    del rows[100:103]  # the exchange has no bars for 3 minutes
+    with FakeBinance({("BTCUSDT", "1m"): rows}) as server:
+        source = MarketSourceResource(kind="binance", rest_base_url=server.url)
+        result = materialize_partition(instance, tmp_path, source=source)
+        assert len(server.requests_to("klines")) == 2
+    lake = Lake(tmp_path)
+    raw = lake.read_partition("raw", "klines", RAW)
+    assert raw.height == 1437 and set(raw["source"]) == {"binance_rest"}
+    gaps = lake.read_partition("curated", "kline_gaps", RAW)
+    assert gaps.rows() == [(start + dt.timedelta(minutes=100), start + dt.timedelta(minutes=103), 3)]
+    gap_check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "gap_report")
+    assert not gap_check.passed and gap_check.severity == dg.AssetCheckSeverity.WARN
+
+
+def test_failing_source_leaves_the_previous_partition_intact(tmp_path, instance):
+    lake = Lake(tmp_path)
+    materialize_partition(instance, tmp_path)
+    before = lake.read_partition("raw", "klines", RAW)
+    rows = synthetic_kline_rows("BTCUSDT", "1m", dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc), 1440)
+    with FakeBinance({("BTCUSDT", "1m"): rows}) as server:
+        server.script(Fault.banned(retry_after=60, path="klines", skip=1))  # 418 on the 2nd page
+        source = MarketSourceResource(kind="binance", rest_base_url=server.url)
+        result = materialize_partition(instance, tmp_path, source=source, raise_on_error=False)
+    assert not result.success
+    assert "BinanceIPBannedError" in failure_message(result)
+    assert lake.read_partition("raw", "klines", RAW).equals(before)
+    leaf = lake.partition_dir("raw", "klines", RAW)
+    assert [p.name for p in leaf.iterdir()] == ["part-0.parquet"]
+
+
+def test_unknown_symbol_fails_with_a_specific_message_and_writes_nothing(tmp_path, instance):
+    instance.add_dynamic_partitions(SYMBOLS_PARTITION_NAME, ["NOPEUSDT"])
+    with FakeBinance({("BTCUSDT", "1m"): []}) as server:
+        source = MarketSourceResource(kind="binance", rest_base_url=server.url)
+        result = materialize_partition(instance, tmp_path, key=str(day_symbol_key(DAY, "NOPEUSDT")),
+                                       source=source, raise_on_error=False)
+    assert not result.success
+    assert "UnknownSymbolError" in failure_message(result)
+    assert "NOPEUSDT" in failure_message(result)
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_partition_in_the_future_is_refused(tmp_path, instance):
+    tomorrow = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
+    with pytest.raises(dg.DagsterUnknownPartitionError, match="2.*BTCUSDT"):
+        # the daily partitions end at the last complete day, so Dagster refuses the key itself
+        materialize_partition(instance, tmp_path, key=str(day_symbol_key(tomorrow, "BTCUSDT")))
+    assert not (tmp_path / "raw").exists()

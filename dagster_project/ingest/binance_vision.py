@@ -63,6 +63,7 @@ MARKETS: dict[str, str] = {"spot": "spot", "futures_um": "futures/um"}
 
 Period = Literal["monthly", "daily"]
 _T = TypeVar("_T")
+_A = TypeVar("_A")
 
 
 def _default_cache_dir() -> Path:
@@ -285,11 +286,16 @@ class VisionClient:
         for archive, path in zip(archives, found, strict=True):
             if path is None and archive.period == "monthly":
                 logger.info(
-                    "monthly archive %s is not published (HTTP 404); using its daily archives",
-                    archive.name,
+                    "%s is not published (HTTP 404); using its daily archives", archive.name
                 )
                 fallback.extend(archive.days())
-        found += self._map(self.download, fallback)
+            elif path is None:
+                logger.info(
+                    "%s is not published (HTTP 404): no %s %s data for %s",
+                    archive.name, archive.symbol, archive.interval, archive.day.isoformat(),
+                )  # fmt: skip
+        if fallback:
+            found = [p for p in found if p is not None] + self.download_all(fallback)
         return [path for path in found if path is not None]
 
     def download(self, archive: VisionArchive) -> Path | None:
@@ -306,15 +312,7 @@ class VisionClient:
             try:
                 return self._download_locked(archive, final)
             except _NotPublished:
-                logger.info(
-                    "%s is not published (HTTP 404): no %s %s data for %s",
-                    archive.name,
-                    archive.symbol,
-                    archive.interval,
-                    archive.day.isoformat()
-                    if archive.period == "daily"
-                    else archive.day.strftime("%Y-%m"),
-                )
+                logger.debug("%s: HTTP 404", archive.url(self.config.base_url))
                 self._count(files_missing=1)
                 return None
 
@@ -356,16 +354,9 @@ class VisionClient:
         return final
 
     def _fetch_to_part(self, url: str, part: Path) -> bool:
-        """Stream ``url`` into ``part``, resuming from what ``part`` holds; True if any of the
-        final bytes were kept from an earlier, interrupted attempt."""
-        resumed = False
-
-        def attempt() -> None:
-            nonlocal resumed
-            resumed |= self._stream_once(url, part)
-
-        self._retrying(f"GET {url}", attempt)
-        return resumed
+        """Stream ``url`` into ``part``, resuming from what ``part`` holds; True if the final
+        bytes were appended to bytes kept from an earlier, interrupted attempt."""
+        return self._retrying(f"GET {url}", lambda: self._stream_once(url, part))
 
     def _stream_once(self, url: str, part: Path) -> bool:
         offset = part.stat().st_size if part.exists() else 0
@@ -423,7 +414,8 @@ class VisionClient:
         try:
             return retrying(call)
         except (_Retryable, httpx.TransportError) as exc:
-            raise BinanceAPIError(f"{what} failed after {attempts} attempts: {exc}") from exc
+            made = retrying.statistics.get("attempt_number", attempts)
+            raise BinanceAPIError(f"{what} failed after {made} attempt(s): {exc}") from exc
 
     # -- cache bookkeeping ------------------------------------------------------------------------
 
@@ -446,7 +438,7 @@ class VisionClient:
             for name, delta in deltas.items():
                 setattr(self.stats, name, getattr(self.stats, name) + delta)
 
-    def _map(self, func: Callable[[VisionArchive | Path], _T], items: Sequence) -> list[_T]:
+    def _map(self, func: Callable[[_A], _T], items: Sequence[_A]) -> list[_T]:
         if len(items) <= 1 or self.config.max_workers == 1:
             return [func(item) for item in items]
         with ThreadPoolExecutor(self.config.max_workers, thread_name_prefix="vision") as pool:

@@ -1,0 +1,321 @@
+"""A local stand-in for data.binance.vision: a static file server with HTTP Range and faults.
+
+    tree = build_vision_tree(tmp_path / "vision", {
+        "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-02.csv": csv_bytes,
+    })
+    with VisionServer(tmp_path / "vision") as server:
+        server.cut_after("BTCUSDT-1m-2024-01-02.zip", 1000)    # the next GET drops after 1000 bytes
+        ...  # point the client at server.base_url
+        assert server.requests_for("BTCUSDT-1m-2024-01-02.zip")[1].range == "bytes=1000-"
+
+Faults name a file by its path below the root or by its bare file name. ``build_vision_tree``
+publishes CSVs exactly as Binance does: ``X.zip`` holding ``X.csv``, and ``X.zip.CHECKSUM`` holding
+``<sha256 of the zip>  X.zip``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import random
+import re
+import threading
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+KLINE_HEADER = (
+    "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,"
+    "taker_buy_quote_volume,ignore"
+)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str  # below the root, without the leading slash
+    range: str | None  # the Range header as sent
+    status: int
+    bytes_sent: int  # body bytes actually written
+
+
+@dataclass
+class _Fault:
+    kind: str  # "status", "cut", "wrong_checksum", "ignore_range"
+    key: str
+    times: int | None  # None: every time
+    value: int = 0  # the status, or the byte count for "cut"
+
+
+class VisionServer:
+    """Serves ``root`` on 127.0.0.1 (a free port) from a thread; use as a context manager."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root).resolve()
+        self.requests: list[RecordedRequest] = []
+        self._faults: list[_Fault] = []
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def __enter__(self) -> VisionServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.daemon_threads = True
+        self._httpd.vision = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._httpd is not None, "server not started"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    def fail(self, key: str, status: int = 500, times: int | None = 1) -> None:
+        """Answer ``status`` (empty body) to the next ``times`` requests for ``key``."""
+        self._add(_Fault("status", key, times, status))
+
+    def missing(self, key: str) -> None:
+        """Answer 404 for ``key`` from now on, as if it were never published."""
+        self._add(_Fault("status", key, None, 404))
+
+    def cut_after(self, key: str, nbytes: int, times: int | None = 1) -> None:
+        """Send only the first ``nbytes`` of the body, then drop the connection."""
+        self._add(_Fault("cut", key, times, nbytes))
+
+    def wrong_checksum(self, key: str) -> None:
+        """Serve a well-formed but wrong digest in ``key``'s ``.CHECKSUM`` (key: the zip)."""
+        self._add(_Fault("wrong_checksum", key, None))
+
+    def ignore_range(self, key: str) -> None:
+        """Answer 200 with the whole file even when a Range is asked for."""
+        self._add(_Fault("ignore_range", key, None))
+
+    def clear(self) -> None:
+        """Forget faults and the request log."""
+        with self._lock:
+            self._faults.clear()
+            self.requests.clear()
+
+    # -- request log ----------------------------------------------------------------------------
+
+    def requests_for(self, key: str, method: str = "GET") -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if r.method == method and _matches(key, r.path)]
+
+    # -- used by the handler --------------------------------------------------------------------
+
+    def _add(self, fault: _Fault) -> None:
+        with self._lock:
+            self._faults.append(fault)
+
+    def _take(self, kind: str, path: str) -> _Fault | None:
+        """The first live fault of ``kind`` for ``path``, using up one of its times."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.kind == kind and _matches(fault.key, path) and fault.times != 0:
+                    if fault.times is not None:
+                        fault.times -= 1
+                    return fault
+        return None
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "FakeVision/1.0"
+
+    def log_message(self, format: str, *args: object) -> None:  # silence stderr
+        pass
+
+    def do_HEAD(self) -> None:
+        self._serve(send_body=False)
+
+    def do_GET(self) -> None:
+        self._serve(send_body=True)
+
+    def _serve(self, send_body: bool) -> None:
+        vision: VisionServer = self.server.vision  # type: ignore[attr-defined]
+        path = unquote(urlsplit(self.path).path).lstrip("/")
+        range_header = self.headers.get("Range")
+
+        def finish(
+            status: int, body: bytes = b"", headers: Mapping[str, str] = {}, limit: int = -1
+        ) -> None:
+            """Log the request, then answer: the log is complete once the client has its reply."""
+            payload = (body if limit < 0 else body[:limit]) if send_body else b""
+            record = RecordedRequest(self.command, path, range_header, status, len(payload))
+            vision._record(record)
+            self._respond(status, len(body), headers, payload)
+
+        forced = vision._take("status", path)
+        if forced is not None:
+            return finish(forced.value, f"fault: HTTP {forced.value}\n".encode())
+        body = self._read(vision, path)
+        if body is None:
+            return finish(404, b"<Error><Code>NoSuchKey</Code></Error>")
+        status, headers = 200, {"Accept-Ranges": "bytes", "ETag": _etag(body)}
+        wanted = _parse_range(range_header, len(body))
+        if wanted is not None and vision._take("ignore_range", path) is None:
+            if wanted == "unsatisfiable":
+                return finish(416, b"", {"Content-Range": f"bytes */{len(body)}"})
+            start, end = wanted
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
+            status, body = 206, body[start : end + 1]
+        cut = vision._take("cut", path)
+        if cut is not None and send_body:
+            self.close_connection = True  # drop the connection after the first cut.value bytes
+            return finish(status, body, headers, limit=cut.value)
+        return finish(status, body, headers)
+
+    def _read(self, vision: VisionServer, path: str) -> bytes | None:
+        file = (vision.root / path).resolve()
+        if vision.root not in file.parents or not file.is_file():
+            return None
+        body = file.read_bytes()
+        if path.endswith(".CHECKSUM") and vision._take("wrong_checksum", path[: -len(".CHECKSUM")]):
+            name = path.rsplit("/", 1)[-1][: -len(".CHECKSUM")]
+            body = f"{hashlib.sha256(b'not the archive').hexdigest()}  {name}\n".encode()
+        return body
+
+    def _respond(
+        self, status: int, length: int, headers: Mapping[str, str], payload: bytes
+    ) -> None:
+        """Headers announcing ``length`` body bytes, then ``payload`` (fewer when cut)."""
+        self.send_response(status)
+        content_type = "application/zip" if self.path.endswith(".zip") else "text/plain"
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(length))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+        self.wfile.flush()
+
+
+def _matches(key: str, path: str) -> bool:
+    key = key.lstrip("/")
+    return path == key or path.rsplit("/", 1)[-1] == key
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """(first, last) byte of a single ``bytes=`` range, "unsatisfiable", or None (serve all)."""
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", (header or "").strip())
+    if not match or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if first == "":  # suffix range: the last N bytes
+        start, end = max(size - int(last), 0), size - 1
+    else:
+        start, end = int(first), min(int(last), size - 1) if last else size - 1
+    if start >= size or start > end:
+        return "unsatisfiable"
+    return start, end
+
+
+def _etag(body: bytes) -> str:
+    return '"' + hashlib.md5(body).hexdigest() + '"'
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+
+
+def build_vision_tree(root: Path | str, files: Mapping[str, bytes | str]) -> dict[str, Path]:
+    """Publish CSVs below ``root`` the way Binance Vision does; returns key -> zip path.
+
+    Each key is the archive's path below the root, ending ``.zip`` or ``.csv``
+    (``data/spot/daily/klines/X/1m/X-1m-2024-01-02.zip``); each value the CSV content.
+    """
+    root = Path(root)
+    published: dict[str, Path] = {}
+    for key, content in files.items():
+        zip_path = root / (key[: -len(".csv")] + ".zip" if key.endswith(".csv") else key)
+        zip_path.parent.mkdir(parents=True, exist_ok=True)
+        data = content.encode() if isinstance(content, str) else content
+        zip_path.write_bytes(vision_zip_bytes(zip_path.name[: -len(".zip")] + ".csv", data))
+        write_checksum(zip_path)
+        published[key] = zip_path
+    return published
+
+
+def vision_zip_bytes(csv_name: str, csv_data: bytes) -> bytes:
+    """A zip holding one deflated CSV, byte-for-byte reproducible (fixed member timestamp)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        info = zipfile.ZipInfo(csv_name, date_time=(2024, 1, 1, 0, 0, 0))
+        info.compress_type = zipfile.ZIP_DEFLATED
+        archive.writestr(info, csv_data)
+    return buffer.getvalue()
+
+
+def write_checksum(zip_path: Path) -> Path:
+    """``<zip>.CHECKSUM`` as Binance writes it: sha256, two spaces, the zip's name."""
+    digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
+    checksum = zip_path.with_name(zip_path.name + ".CHECKSUM")
+    checksum.write_text(f"{digest}  {zip_path.name}\n")
+    return checksum
+
+
+def synthetic_kline_csv(
+    start: dt.datetime,
+    rows: int,
+    interval_s: int = 60,
+    *,
+    header: bool = False,
+    microseconds: bool = False,
+    seed: int = 0,
+) -> bytes:
+    """Plausible Binance kline CSV rows (8-decimal strings like spot files), deterministic by seed.
+
+    Timestamps are ms, or µs (exactly ms × 1000) with ``microseconds=True``.
+    """
+    rng = random.Random(seed)
+    scale = 1_000_000 if microseconds else 1_000
+    first = int(start.replace(tzinfo=start.tzinfo or dt.UTC).timestamp())
+    lines = [KLINE_HEADER] if header else []
+    price = 100.0
+    for i in range(rows):
+        open_s = first + i * interval_s
+        open_, close = price, price * (1 + rng.uniform(-0.002, 0.002))
+        high, low = max(open_, close) * 1.001, min(open_, close) * 0.999
+        volume = rng.uniform(1, 100)
+        taker = volume * rng.uniform(0.2, 0.8)
+        fields = [
+            str(open_s * scale),
+            *(f"{v:.8f}" for v in (open_, high, low, close, volume)),
+            str((open_s + interval_s) * scale - (scale // 1000)),
+            f"{volume * close:.8f}",
+            str(rng.randint(1, 500)),
+            f"{taker:.8f}",
+            f"{taker * close:.8f}",
+            "0",
+        ]
+        lines.append(",".join(fields))
+        price = close
+    return ("\n".join(lines) + "\n").encode()

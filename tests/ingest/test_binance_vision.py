@@ -1,0 +1,465 @@
+"""Binance Vision archives: plan, download (resumable, verified, cached), parse — always through a
+local server laid out like data.binance.vision."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import gzip
+import hashlib
+import logging
+import zipfile
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from dagster_project.errors import (
+    BinanceAPIError,
+    ChecksumMismatchError,
+    InvalidRequestError,
+    SourceDataError,
+    UnsupportedIntervalError,
+)
+from dagster_project.ingest.binance_vision import (
+    VisionArchive,
+    VisionClient,
+    VisionConfig,
+    fetch_klines,
+    plan_archives,
+    read_vision_csv,
+    read_vision_zip,
+)
+from dagster_project.klines import RAW_KLINE_SCHEMA, UTC, TimeRange
+from tests.fakes.vision_server import (
+    VisionServer,
+    build_vision_tree,
+    synthetic_kline_csv,
+    vision_zip_bytes,
+)
+
+FIL_APRIL = "data/futures/um/monthly/klines/FILUSDT/1m/FILUSDT-1m-2023-04.zip"
+ADA_DAILY = "data/spot/daily/klines/ADABTC/1m/ADABTC-1m-{}.zip"
+
+
+def utc(*args: int) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=UTC)
+
+
+def spot_daily(symbol: str, day: str, interval: str = "1m") -> str:
+    return f"data/spot/daily/klines/{symbol}/{interval}/{symbol}-{interval}-{day}.zip"
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return tmp_path / "vision"
+
+
+@pytest.fixture
+def server(tree: Path):
+    tree.mkdir(parents=True, exist_ok=True)
+    with VisionServer(tree) as running:
+        yield running
+
+
+@pytest.fixture
+def config(server: VisionServer, tmp_path: Path) -> VisionConfig:
+    return VisionConfig(
+        base_url=server.base_url,
+        cache_dir=tmp_path / "cache",
+        timeout_s=5,
+        max_retries=3,
+        backoff_s=0.01,
+        backoff_max_s=0.05,
+    )
+
+
+def publish_day(tree: Path, symbol: str, day: dt.date, rows: int = 1440, **kw) -> Path:
+    csv = synthetic_kline_csv(utc(day.year, day.month, day.day), rows, seed=day.toordinal(), **kw)
+    return build_vision_tree(tree, {spot_daily(symbol, day.isoformat()): csv})[
+        spot_daily(symbol, day.isoformat())
+    ]
+
+
+# -- real data ------------------------------------------------------------------------------------
+
+
+@pytest.mark.shared_data
+def test_real_futures_month_is_fetched_verified_and_parsed(shared_binance, tree, server, config):
+    csv = gzip.decompress(
+        (shared_binance / "vision_futures_um_1m/FILUSDT-1m-2023-04.csv.gz").read_bytes()
+    )
+    build_vision_tree(tree, {FIL_APRIL: csv})
+    cfg = dataclasses.replace(config, market="futures_um")
+
+    frame = fetch_klines("FILUSDT", "1m", TimeRange(utc(2023, 4, 1), utc(2023, 5, 1)), cfg)
+
+    assert frame.schema == pl.Schema(RAW_KLINE_SCHEMA)
+    assert frame.height == 43_200
+    lines = csv.decode().splitlines()
+    assert lines[0].startswith("open_time,")
+    # first line: 1680307200000,5.685,5.695,5.684,5.692,28753.6,1680307259999,163610.5208,335,...
+    assert frame.row(0) == _expected_row(lines[1])
+    assert frame.row(-1) == _expected_row(lines[-1])
+    assert frame["open_time"][0] == utc(2023, 4, 1)
+    assert frame["open_time"][-1] == utc(2023, 4, 30, 23, 59)
+    assert frame["open_time"].is_sorted() and frame["open_time"].n_unique() == 43_200
+    assert frame["source"].unique().to_list() == ["binance_vision"]
+    assert [r.path for r in server.requests] == [FIL_APRIL + ".CHECKSUM", FIL_APRIL]
+    assert (config.cache_dir / FIL_APRIL).exists()
+
+
+@pytest.mark.shared_data
+def test_real_spot_daily_files_without_header_parse_exactly(shared_binance, tree, server, config):
+    days = ["2021-11-27", "2021-11-28"]
+    raw = {d: (shared_binance / f"vision_spot_daily/ADABTC-1m-{d}.csv").read_bytes() for d in days}
+    build_vision_tree(tree, {ADA_DAILY.format(d): raw[d] for d in days})
+
+    frame = fetch_klines(
+        "ADABTC", "1m", TimeRange(utc(2021, 11, 27), utc(2021, 11, 29)), config,
+        today=dt.date(2021, 12, 15),
+    )  # fmt: skip
+
+    lines = {d: raw[d].decode().splitlines() for d in days}
+    assert [len(lines[d]) for d in days] == [10, 11]
+    assert frame.height == 21
+    first_lines = [lines[d][0] for d in days]
+    assert first_lines[0].startswith("1637971200000,0.00002853,")  # no header in spot files
+    assert frame.row(0) == _expected_row(first_lines[0])
+    assert frame.row(10) == _expected_row(first_lines[1])
+    assert frame.row(-1) == _expected_row(lines[days[1]][-1])
+    assert frame.row(0)[:5] == (utc(2021, 11, 27), 0.00002853, 0.00002854, 0.00002851, 0.00002854)
+    direct = read_vision_csv(shared_binance / "vision_spot_daily/ADABTC-1m-2021-11-27.csv")
+    assert direct.equals(frame.head(10))
+
+
+def _expected_row(line: str) -> tuple:
+    f = line.split(",")
+    as_time = lambda ms: dt.datetime.fromtimestamp(int(ms) / 1000, UTC)  # noqa: E731
+    return (
+        as_time(f[0]), *map(float, f[1:6]), as_time(f[6]), float(f[7]), int(f[8]),
+        float(f[9]), float(f[10]), "binance_vision",
+    )  # fmt: skip
+
+
+# -- parsing --------------------------------------------------------------------------------------
+
+
+def test_microsecond_spot_file_gives_the_same_instants_as_milliseconds():
+    start = utc(2025, 1, 1)
+    in_ms = read_vision_csv(synthetic_kline_csv(start, 50), "ms.csv")
+    in_us = read_vision_csv(synthetic_kline_csv(start, 50, microseconds=True), "us.csv")
+    assert in_us.equals(in_ms)
+    assert in_us["open_time"][0] == start
+    assert in_us["close_time"][0] == utc(2025, 1, 1, 0, 0, 59, 999_000)
+
+
+def test_real_microsecond_close_times_keep_their_precision():
+    # The row Binance documents for spot from 2025-01-01 (binance-public-data README).
+    line = b"1735689600000000,4.15070000,4.15870000,4.15060000,4.15540000,539.23000000,"
+    line += b"1735693199999999,2240.39860900,13,401.82000000,1669.98121300,0\n"
+    frame = read_vision_csv(line, "BNBUSDT-1h-2025-01-01.csv")
+    assert frame["open_time"][0] == utc(2025, 1, 1)
+    assert frame["close_time"][0] == utc(2025, 1, 1, 0, 59, 59, 999_999)
+
+
+def test_header_and_no_header_parse_the_same():
+    start = utc(2023, 6, 1)
+    with_header = synthetic_kline_csv(start, 30, header=True)
+    assert with_header.startswith(b"open_time,open,high")
+    plain = read_vision_csv(synthetic_kline_csv(start, 30), "plain.csv")
+    assert read_vision_csv(with_header, "header.csv").equals(plain)
+    assert plain.height == 30 and plain.schema == pl.Schema(RAW_KLINE_SCHEMA)
+
+
+def test_csv_from_a_path_and_crlf_line_endings(tmp_path):
+    csv = synthetic_kline_csv(utc(2023, 6, 1), 5)
+    path = tmp_path / "X-1m-2023-06-01.csv"
+    path.write_bytes(csv.replace(b"\n", b"\r\n"))
+    assert read_vision_csv(path).equals(read_vision_csv(csv))
+    assert read_vision_csv(b"", "empty.csv").schema == pl.Schema(RAW_KLINE_SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("header", "bad_line", "expected"),
+    [
+        (False, "1686182400000,abc,1,1,1,1,1686182459999,1,1,1,1,0", "open is 'abc'"),
+        (True, "1686182400000,1,1,1,1,1,1686182459999,1,1,1", "10 fields"),
+        (False, "1686182400000,1,1,1,1,1,1686182459999,1,1,1,1,0,7", "13 fields"),
+        (False, "1686182400000,1,1,1,,1,1686182459999,1,1,1,1,0", "close is ''"),
+        (True, "1686182400000,1,1,1,1,1,1686182459999,1,2.5,1,1,0", "trades is '2.5'"),
+        (False, "1686182400000,1,nan,1,1,1,1686182459999,1,1,1,1,0", "not a finite number"),
+    ],
+)
+def test_malformed_row_names_file_line_and_content(header, bad_line, expected):
+    lines = synthetic_kline_csv(utc(2023, 6, 8), 6, header=header).decode().splitlines()
+    lines.insert(4, bad_line)  # physical line 5
+    with pytest.raises(SourceDataError) as error:
+        read_vision_csv(("\n".join(lines) + "\n").encode(), "XUSDT-1m-2023-06-08.csv")
+    message = str(error.value)
+    assert "XUSDT-1m-2023-06-08.csv, line 5" in message
+    assert expected in message and bad_line[:30] in message
+
+
+def test_blank_lines_hold_no_rows():
+    csv = synthetic_kline_csv(utc(2023, 6, 8), 4)
+    assert read_vision_csv(csv.replace(b"\n", b"\n\n", 1) + b"\n", "x.csv").height == 4
+
+
+def test_truncated_zip_names_the_file(tmp_path):
+    whole = vision_zip_bytes("X-1m-2023-06-08.csv", synthetic_kline_csv(utc(2023, 6, 8), 500))
+    path = tmp_path / "X-1m-2023-06-08.zip"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(SourceDataError, match=r"X-1m-2023-06-08\.zip is truncated or corrupt"):
+        read_vision_zip(path)
+
+
+def test_zip_with_a_corrupt_member_names_the_file(tmp_path):
+    whole = bytearray(vision_zip_bytes("X.csv", synthetic_kline_csv(utc(2023, 6, 8), 500)))
+    whole[100:110] = b"\x00" * 10  # inside the deflated data: CRC or inflate error
+    path = tmp_path / "X-1m-2023-06-08.zip"
+    path.write_bytes(bytes(whole))
+    with pytest.raises(SourceDataError, match="truncated or corrupt"):
+        read_vision_zip(path)
+
+
+def test_zip_must_hold_exactly_one_csv(tmp_path):
+    path = tmp_path / "two.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("a.csv", "1")
+        archive.writestr("b.csv", "2")
+    with pytest.raises(SourceDataError, match=r"two\.zip holds \['a\.csv', 'b\.csv'\]"):
+        read_vision_zip(path)
+
+
+# -- planning -------------------------------------------------------------------------------------
+
+
+def _plan(start, end, today, **kw) -> list[tuple[str, str]]:
+    archives = plan_archives("btcusdt", "1m", TimeRange(start, end), today, **kw)
+    return [(a.period, a.day.isoformat()) for a in archives]
+
+
+def test_plan_uses_monthly_archives_for_whole_past_months_and_daily_for_the_rest():
+    plan = _plan(utc(2023, 3, 30, 12), utc(2023, 6, 2, 6), dt.date(2023, 7, 10))
+    assert plan == [
+        ("daily", "2023-03-30"), ("daily", "2023-03-31"),
+        ("monthly", "2023-04-01"), ("monthly", "2023-05-01"),
+        ("daily", "2023-06-01"), ("daily", "2023-06-02"),
+    ]  # fmt: skip
+
+
+def test_plan_current_month_and_today_are_daily_and_unpublished_days_left_out():
+    # June ended before July (today's month): monthly; July so far: daily up to yesterday.
+    plan = _plan(utc(2023, 6, 1), utc(2023, 7, 5, 12), dt.date(2023, 7, 5))
+    assert plan == [("monthly", "2023-06-01")] + [("daily", f"2023-07-0{d}") for d in range(1, 5)]
+    # A whole month that is still the current month has no monthly archive yet.
+    plan = _plan(utc(2023, 7, 1), utc(2023, 8, 1), dt.date(2023, 7, 31))
+    assert plan == [("daily", f"2023-07-{d:02d}") for d in range(1, 31)]
+
+
+def test_plan_paths_match_binance_layout():
+    window, today = TimeRange(utc(2024, 1, 1), utc(2024, 2, 2)), dt.date(2024, 3, 1)
+    spot = plan_archives("BTCUSDT", "1h", window, today, market="spot")
+    futures = plan_archives("BTCUSDT", "1h", window, today, market="futures_um")
+    assert spot[0].url("https://data.binance.vision") == (
+        "https://data.binance.vision/data/spot/monthly/klines/BTCUSDT/1h/BTCUSDT-1h-2024-01.zip"
+    )
+    assert futures[1].path == "data/futures/um/daily/klines/BTCUSDT/1h/BTCUSDT-1h-2024-02-01.zip"
+    assert len(spot[0].days()) == 31 and spot[0].days()[-1].name == "BTCUSDT-1h-2024-01-31.zip"
+
+
+def test_plan_rejects_bad_requests():
+    window = TimeRange(utc(2024, 1, 1), utc(2024, 1, 2))
+    with pytest.raises(UnsupportedIntervalError, match="'1w'"):
+        plan_archives("BTCUSDT", "1w", window)
+    with pytest.raises(InvalidRequestError, match=r"'BTC/USDT'"):
+        plan_archives("BTC/USDT", "1m", window)
+    with pytest.raises(InvalidRequestError, match="'futures_cm'"):
+        VisionConfig(market="futures_cm")
+
+
+# -- downloading ----------------------------------------------------------------------------------
+
+
+def test_fetch_filters_to_the_half_open_range(tree, server, config):
+    for day in (dt.date(2024, 3, 4), dt.date(2024, 3, 5)):
+        publish_day(tree, "ETHUSDT", day)
+    window = TimeRange(utc(2024, 3, 4, 22, 30), utc(2024, 3, 5, 1))
+    frame = fetch_klines("ETHUSDT", "1m", window, config, today=dt.date(2024, 4, 1))
+    assert frame.height == 150
+    assert frame["open_time"][0] == window.start
+    assert frame["open_time"][-1] == utc(2024, 3, 5, 0, 59)
+
+
+def test_missing_monthly_archive_falls_back_to_daily_and_missing_days_are_skipped(
+    tree, server, config, caplog
+):
+    days = [dt.date(2024, 2, d) for d in range(1, 30) if d != 14]  # no file for 2024-02-14
+    for day in days:
+        publish_day(tree, "SOLUSDT", day, rows=3)
+    caplog.set_level(logging.INFO, logger="dagster_project.ingest.binance_vision")
+
+    frame = fetch_klines(
+        "SOLUSDT", "1m", TimeRange(utc(2024, 2, 1), utc(2024, 3, 1)), config,
+        today=dt.date(2024, 4, 1),
+    )  # fmt: skip
+
+    assert frame.height == 3 * len(days)
+    assert sorted(set(frame["open_time"].dt.date().to_list())) == days
+    monthly = server.requests_for("SOLUSDT-1m-2024-02.zip.CHECKSUM")
+    assert [r.status for r in monthly] == [404]
+    assert [r.status for r in server.requests_for("SOLUSDT-1m-2024-02-14.zip.CHECKSUM")] == [404]
+    assert "SOLUSDT-1m-2024-02.zip is not published (HTTP 404)" in caplog.text
+    assert "no SOLUSDT 1m data for 2024-02-14" in caplog.text
+
+
+def test_interrupted_download_resumes_with_a_range_request(tree, server, config):
+    zip_path = publish_day(tree, "BTCUSDT", dt.date(2024, 5, 6))
+    size = zip_path.stat().st_size
+    server.cut_after(zip_path.name, 20_000)
+
+    with VisionClient(config) as client:
+        frame = client.fetch_klines(
+            "BTCUSDT", "1m", TimeRange.for_day("2024-05-06"), today=dt.date(2024, 6, 1)
+        )
+        assert client.stats.files_downloaded == 1
+        assert client.stats.bytes_downloaded == size
+
+    assert frame.height == 1440
+    gets = server.requests_for(zip_path.name)
+    assert [(r.range, r.status, r.bytes_sent) for r in gets] == [
+        (None, 200, 20_000),
+        ("bytes=20000-", 206, size - 20_000),
+    ]
+    cached = config.cache_dir / spot_daily("BTCUSDT", "2024-05-06")
+    assert cached.read_bytes() == zip_path.read_bytes()
+    assert not cached.with_name(cached.name + ".part").exists()
+
+
+def test_part_file_left_by_an_earlier_run_is_resumed(tree, server, config):
+    zip_path = publish_day(tree, "BTCUSDT", dt.date(2024, 5, 7))
+    archive = VisionArchive("spot", "BTCUSDT", "1m", "daily", dt.date(2024, 5, 7))
+    part = config.cache_dir / (archive.path + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(zip_path.read_bytes()[:12_345])
+
+    with VisionClient(config) as client:
+        assert client.download(archive) == config.cache_dir / archive.path
+    assert [r.range for r in server.requests_for(archive.name)] == ["bytes=12345-"]
+    assert [r.status for r in server.requests_for(archive.name)] == [206]
+
+
+def test_server_ignoring_range_gets_a_fresh_download(tree, server, config):
+    zip_path = publish_day(tree, "BTCUSDT", dt.date(2024, 5, 8))
+    archive = VisionArchive("spot", "BTCUSDT", "1m", "daily", dt.date(2024, 5, 8))
+    part = config.cache_dir / (archive.path + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"stale bytes from an older upload")
+    server.ignore_range(archive.name)
+
+    with VisionClient(config) as client:
+        path = client.download(archive)
+    assert path.read_bytes() == zip_path.read_bytes()
+    assert [(r.range, r.status) for r in server.requests_for(archive.name)] == [("bytes=32-", 200)]
+
+
+def test_resumed_download_that_fails_its_checksum_is_restarted_once(tree, server, config):
+    zip_path = publish_day(tree, "BTCUSDT", dt.date(2024, 5, 9))
+    archive = VisionArchive("spot", "BTCUSDT", "1m", "daily", dt.date(2024, 5, 9))
+    part = config.cache_dir / (archive.path + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"x" * 1000)  # a prefix of some other file
+
+    with VisionClient(config) as client:
+        assert client.download(archive).read_bytes() == zip_path.read_bytes()
+    assert [r.range for r in server.requests_for(archive.name)] == ["bytes=1000-", None]
+
+
+def test_verified_archive_in_the_cache_is_not_downloaded_again(tree, server, config):
+    publish_day(tree, "BTCUSDT", dt.date(2024, 5, 10))
+    window = TimeRange.for_day("2024-05-10")
+    first = fetch_klines("BTCUSDT", "1m", window, config, today=dt.date(2024, 6, 1))
+    assert len(server.requests) == 2  # CHECKSUM and zip
+    server.clear()
+
+    with VisionClient(config) as client:
+        second = client.fetch_klines("BTCUSDT", "1m", window, today=dt.date(2024, 6, 1))
+        assert (client.stats.files_reused, client.stats.files_downloaded) == (1, 0)
+    assert server.requests == []
+    assert second.equals(first)
+    cached = config.cache_dir / spot_daily("BTCUSDT", "2024-05-10")
+    assert cached.with_name(cached.name + ".CHECKSUM").exists()
+
+
+def test_checksum_mismatch_raises_and_leaves_nothing_under_the_final_name(tree, server, config):
+    zip_path = publish_day(tree, "BTCUSDT", dt.date(2024, 5, 11))
+    server.wrong_checksum(zip_path.name)
+
+    with pytest.raises(ChecksumMismatchError) as error:
+        fetch_klines(
+            "BTCUSDT", "1m", TimeRange.for_day("2024-05-11"), config, today=dt.date(2024, 6, 1)
+        )
+    actual = hashlib.sha256(zip_path.read_bytes()).hexdigest()
+    wrong = hashlib.sha256(b"not the archive").hexdigest()
+    message = str(error.value)
+    assert zip_path.name in message and actual in message and wrong in message
+    cached = config.cache_dir / spot_daily("BTCUSDT", "2024-05-11")
+    assert list(cached.parent.glob("*.zip*")) == []
+
+
+def test_published_truncated_zip_raises_source_data_error(tree, server, config):
+    zip_path = publish_day(tree, "BTCUSDT", dt.date(2024, 5, 12))
+    zip_path.write_bytes(zip_path.read_bytes()[:5000])
+    build_checksum = hashlib.sha256(zip_path.read_bytes()).hexdigest()  # Binance published it so
+    zip_path.with_name(zip_path.name + ".CHECKSUM").write_text(
+        f"{build_checksum}  {zip_path.name}\n"
+    )
+
+    with pytest.raises(
+        SourceDataError, match=r"BTCUSDT-1m-2024-05-12\.zip is truncated or corrupt"
+    ):
+        fetch_klines(
+            "BTCUSDT", "1m", TimeRange.for_day("2024-05-12"), config, today=dt.date(2024, 6, 1)
+        )
+
+
+def test_server_errors_are_retried_then_succeed(tree, server, config):
+    zip_path = publish_day(tree, "BTCUSDT", dt.date(2024, 5, 13))
+    server.fail(zip_path.name, 500, times=2)
+    server.fail(zip_path.name + ".CHECKSUM", 503, times=1)
+
+    frame = fetch_klines(
+        "BTCUSDT", "1m", TimeRange.for_day("2024-05-13"), config, today=dt.date(2024, 6, 1)
+    )
+    assert frame.height == 1440
+    assert [r.status for r in server.requests_for(zip_path.name)] == [500, 500, 200]
+    assert [r.status for r in server.requests_for(zip_path.name + ".CHECKSUM")] == [503, 200]
+
+
+def test_persistent_server_errors_give_up_after_max_retries(tree, server, config):
+    zip_path = publish_day(tree, "BTCUSDT", dt.date(2024, 5, 14))
+    server.fail(zip_path.name, 502, times=None)
+    with pytest.raises(BinanceAPIError, match=r"failed after 4 attempt\(s\): .*HTTP 502"):
+        fetch_klines(
+            "BTCUSDT", "1m", TimeRange.for_day("2024-05-14"), config, today=dt.date(2024, 6, 1)
+        )
+    assert len(server.requests_for(zip_path.name)) == 4
+
+
+def test_without_checksum_verification_only_the_zip_is_fetched(tree, server, config):
+    publish_day(tree, "BTCUSDT", dt.date(2024, 5, 15))
+    cfg = dataclasses.replace(config, verify_checksum=False)
+    frame = fetch_klines(
+        "BTCUSDT", "1m", TimeRange.for_day("2024-05-15"), cfg, today=dt.date(2024, 6, 1)
+    )
+    assert frame.height == 1440
+    assert [r.path.rsplit("/", 1)[-1] for r in server.requests] == ["BTCUSDT-1m-2024-05-15.zip"]
+
+
+def test_microsecond_archive_through_the_server_matches_milliseconds(tree, server, config):
+    day = dt.date(2025, 1, 2)
+    publish_day(tree, "BTCUSDT", day, rows=60, microseconds=True)
+    frame = fetch_klines("BTCUSDT", "1m", TimeRange.for_day(day), config, today=dt.date(2025, 2, 1))
+    in_ms = read_vision_csv(synthetic_kline_csv(utc(2025, 1, 2), 60, seed=day.toordinal()))
+    assert frame.equals(in_ms)

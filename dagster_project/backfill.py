@@ -80,6 +80,11 @@ def import_freqtrade_dir(
     """Land every freqtrade file of ``folder`` (optionally only ``symbols``) and curate its days."""
     wanted = set(symbols)
     files = [f for f in freqtrade.scan_freqtrade_dir(folder) if not wanted or f.symbol in wanted]
+    for file in files:
+        if not file.supported:
+            progress(f"skipping {file.path.name}: interval {file.interval} does not fit a daily "
+                     "partition")
+    files = [f for f in files if f.supported]
     summary = BackfillSummary()
     landed_by_symbol: dict[str, list[LandedPartition]] = {}
     for file in files:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from dagster_project.errors import CandlelakeError
+from dagster_project.ingest.sources import SourceSettings
 from dagster_project.klines import TimeRange
 
 log = logging.getLogger("candlelake")
@@ -30,15 +31,19 @@ class CandlelakeGroup(click.Group):
 @click.group(cls=CandlelakeGroup)
 @click.option("--lake", "lake_root", envvar="CANDLELAKE_LAKE", default="lake", show_default=True,
               help="Lake root (env CANDLELAKE_LAKE).")
+@click.option("--record/--no-record", default=True, show_default=True,
+              help="Report partitions the CLI lands to the project's Dagster instance "
+                   "(DAGSTER_HOME, default ./.dagster_home), so the UI shows them materialized.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every partition written.")
 @click.pass_context
-def main(ctx: click.Context, lake_root: str, verbose: bool) -> None:
+def main(ctx: click.Context, lake_root: str, record: bool, verbose: bool) -> None:
     """candlelake: land Binance klines into a Parquet lake, curate them with DuckDB SQL."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from dagster_project.lake import Lake
 
     ctx.obj = Lake(lake_root)
+    ctx.meta["record"] = record
 
 
 def split_symbols(value: str) -> list[str]:
@@ -101,12 +106,13 @@ def shown(path: Path) -> Path:
 @click.option("--base-url", default=None, help="REST or Vision base URL (e.g. a local server).")
 @click.option("--market", type=click.Choice(["spot", "futures_um"]), default="spot", show_default=True)
 @click.option("--freqtrade-dir", default="", help="freqtrade data folder (source freqtrade).")
-@click.option("--seed", default=7, show_default=True, help="Simulator seed.")
+@click.option("--seed", type=int, default=SourceSettings.simulator_seed, show_default=True,
+              help="Simulator seed.")
 @click.pass_obj
 def ingest(lake, source, symbols, interval, start, end, base_url, market, freqtrade_dir, seed) -> None:
     """Land and curate klines for whole UTC days from a source."""
     from dagster_project.backfill import ingest_range
-    from dagster_project.ingest.sources import SourceSettings, make_source
+    from dagster_project.ingest.sources import make_source
 
     urls = {"rest_base_url": base_url, "vision_base_url": base_url} if base_url else {}
     settings = SourceSettings(kind=source, rest_market=market, vision_market=market,
@@ -155,6 +161,8 @@ def cli_instance():
     """The project's Dagster instance, so CLI landings show as materialized in the UI."""
     from dagster_project import main_job
 
+    if not click.get_current_context().meta.get("record", True):
+        return None
     return main_job.persistent_instance(main_job.dagster_home())
 
 

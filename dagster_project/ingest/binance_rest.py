@@ -302,16 +302,20 @@ class BinanceRestClient:
         """GET ``endpoint`` and decode JSON, handling weight, 429s, bans and transient failures."""
         path = f"{_API_PREFIX[self.config.market]}/{endpoint}"
         url = str(self._http.build_request("GET", path, params=params).url)
-        for _ in range(self.config.max_rate_limit_retries + 1):
+        attempts = self.config.max_rate_limit_retries + 1
+        for attempt in range(1, attempts + 1):
             try:
                 return self._get_with_retries(path, params, weight, url)
             except _RateLimited as limited:
                 self.stats.rate_limited += 1
+                if attempt == attempts:
+                    break
                 log.warning("429 from %s; waiting Retry-After %.1f s", url, limited.wait_s)
                 self._wait(limited.wait_s, "rate_limit_wait_s")
         raise BinanceAPIError(
-            f"GET {url} was rate limited (429) {self.config.max_rate_limit_retries + 1} times in "
-            "a row; expected the limit to clear after Retry-After"
+            f"GET {url} was rate limited (429) {attempts} times in a row "
+            f"(max_rate_limit_retries={self.config.max_rate_limit_retries}); expected the limit "
+            "to clear after Retry-After"
         )
 
     def _get_with_retries(self, path: str, params: Mapping[str, Any], weight: int, url: str) -> Any:
@@ -517,6 +521,10 @@ def _client_error(response: httpx.Response, url: str) -> Exception:
         return UnknownSymbolError(f"Binance does not list the symbol in GET {url}: {code} {msg}")
     if code == -1120:
         return UnsupportedIntervalError(f"Binance rejected the interval in GET {url}: {code} {msg}")
+    if code is None:
+        return BinanceAPIError(
+            f"Binance rejected GET {url} with HTTP {response.status_code}: {msg}"
+        )
     return BinanceAPIError(
         f"Binance rejected GET {url} with HTTP {response.status_code}, code {code}: {msg}"
     )

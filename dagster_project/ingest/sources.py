@@ -29,7 +29,7 @@ class SourceSettings:
     vision_market: str = "spot"  # "spot" or "futures_um"
     vision_cache_dir: str = ""  # downloaded archives; default <lake>/.cache/vision
     freqtrade_dir: str = ""  # a freqtrade user_data/data/binance folder
-    simulator_seed: int = 7
+    simulator_seed: int = simulator.SimulatorConfig().seed
 
 
 def make_source(settings: SourceSettings, lake_root: Path) -> KlineSource:

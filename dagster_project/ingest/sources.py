@@ -36,8 +36,9 @@ def make_source(settings: SourceSettings, lake_root: Path) -> KlineSource:
     if settings.kind == "simulator":
         return SimulatorSource(simulator.SimulatorConfig(seed=settings.simulator_seed))
     if settings.kind == "binance":
-        config = binance_rest.BinanceRestConfig(
-            base_url=settings.rest_base_url, market=settings.rest_market
+        # the preset brings the market's own weight limit (spot 6000/min, USD-M futures 2400/min)
+        config = binance_rest.BinanceRestConfig.preset(
+            settings.rest_market, base_url=settings.rest_base_url
         )
         return RestSource(config)
     if settings.kind == "vision":

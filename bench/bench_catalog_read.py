@@ -79,11 +79,16 @@ def main() -> None:
             assert view_rows == file_rows == 1440, (view_rows, file_rows)
             rows.append((view, partitions, view_rows, view_ms, file_ms))
     print(f"lake: {args.symbols} symbols × {args.days} days, built in {built_s:.1f} s")
-    print("| view | partitions in its table | rows | view query (median) | direct file read (reference) | view / reference | goal ≤ 50 ms |")
+    print(
+        "| view | partitions in its table | rows | view query (median) "
+        "| direct file read (reference) | view / reference | goal ≤ 50 ms |"
+    )
     print("|---|---:|---:|---:|---:|---:|---|")
     for view, partitions, n, view_ms, file_ms in rows:
-        print(f"| `{view}` | {partitions} | {n} | {view_ms:.1f} ms | {file_ms:.1f} ms | "
-              f"{view_ms / file_ms:.2f}x | {'met' if view_ms <= 50 else 'missed'} |")
+        print(
+            f"| `{view}` | {partitions} | {n} | {view_ms:.1f} ms | {file_ms:.1f} ms | "
+            f"{view_ms / file_ms:.2f}x | {'met' if view_ms <= 50 else 'missed'} |"
+        )
 
 
 if __name__ == "__main__":

@@ -22,23 +22,43 @@ CANDLELAKE = Path(sys.executable).parent / "candlelake"
 
 
 def timed(args: list[str], workdir: Path) -> float:
-    env = {**os.environ, "CANDLELAKE_LAKE": str(workdir / "lake"),
-           "DAGSTER_HOME": str(workdir / "dagster_home")}
+    env = {
+        **os.environ,
+        "CANDLELAKE_LAKE": str(workdir / "lake"),
+        "DAGSTER_HOME": str(workdir / "dagster_home"),
+    }
     started = time.perf_counter()
-    subprocess.run([str(CANDLELAKE), *args], cwd=workdir, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [str(CANDLELAKE), *args], cwd=workdir, env=env, check=True, stdout=subprocess.DEVNULL
+    )
     return time.perf_counter() - started
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
         main_s = timed(["run"], Path(a))
-        reference_s = timed(["--no-record", "ingest", "--symbols", "BTCUSDT,ETHUSDT,SOLUSDT",
-                             "--start", "2024-03-01", "--end", "2024-03-04"], Path(b))
-    print("| benchmark | main job (Dagster, 10 runs) | reference: same partitions via `candlelake ingest` | ratio | goal ≤ 300 s |")
+        reference_s = timed(
+            [
+                "--no-record",
+                "ingest",
+                "--symbols",
+                "BTCUSDT,ETHUSDT,SOLUSDT",
+                "--start",
+                "2024-03-01",
+                "--end",
+                "2024-03-04",
+            ],
+            Path(b),
+        )
+    print(
+        "| benchmark | main job (Dagster, 10 runs) "
+        "| reference: same partitions via `candlelake ingest` | ratio | goal ≤ 300 s |"
+    )
     print("|---|---:|---:|---:|---|")
-    print(f"| `candlelake run` (make run after install) | {main_s:.1f} s | {reference_s:.1f} s | "
-          f"{main_s / reference_s:.1f}x | {'met' if main_s <= 300 else 'missed'} |")
+    print(
+        f"| `candlelake run` (make run after install) | {main_s:.1f} s | {reference_s:.1f} s | "
+        f"{main_s / reference_s:.1f}x | {'met' if main_s <= 300 else 'missed'} |"
+    )
 
 
 if __name__ == "__main__":

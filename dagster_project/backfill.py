@@ -27,6 +27,12 @@ from dagster_project.partitions import SYMBOLS_PARTITION_NAME, day_symbol_key
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+# Wraps a loop to show progress (tqdm in the CLI); the identity by default.
+Track = Callable[[list, str], Iterable]
+
+
+def untracked(items: list, description: str) -> Iterable:
+    return items
 
 
 @dataclass
@@ -41,7 +47,7 @@ class BackfillSummary:
 
 
 def whole_days(time_range: TimeRange) -> list[dt.date]:
-    """The UTC days a range touches: partitions are whole days, so a CLI range is widened to them."""
+    """The UTC days a range touches (partitions are whole days, so a range widens to them)."""
     first = time_range.start.date()
     last = (time_range.end - dt.timedelta(microseconds=1)).date()
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
@@ -55,6 +61,7 @@ def ingest_range(
     time_range: TimeRange,
     instance: dg.DagsterInstance | None = None,
     progress: Progress = log.info,
+    track: Track = untracked,
 ) -> BackfillSummary:
     """Land and curate every whole UTC day of ``time_range`` for each symbol."""
     interval_length(interval)
@@ -66,7 +73,7 @@ def ingest_range(
         progress(f"fetching {symbol} {interval} {days[0]}..{days[-1]} from {source.name}")
         frame = source.fetch_klines(symbol, interval, day_range)
         landed = land_klines(lake, symbol, interval, frame, days=days)
-        curate_and_report(lake, symbol, landed, summary, instance, progress)
+        curate_and_report(lake, symbol, landed, summary, instance, progress, track)
     return summary
 
 
@@ -76,14 +83,17 @@ def import_freqtrade_dir(
     symbols: Iterable[str] = (),
     instance: dg.DagsterInstance | None = None,
     progress: Progress = log.info,
+    track: Track = untracked,
 ) -> BackfillSummary:
     """Land every freqtrade file of ``folder`` (optionally only ``symbols``) and curate its days."""
     wanted = set(symbols)
     files = [f for f in freqtrade.scan_freqtrade_dir(folder) if not wanted or f.symbol in wanted]
     for file in files:
         if not file.supported:
-            progress(f"skipping {file.path.name}: interval {file.interval} does not fit a daily "
-                     "partition")
+            progress(
+                f"skipping {file.path.name}: interval {file.interval} does not fit a daily "
+                "partition"
+            )
     files = [f for f in files if f.supported]
     summary = BackfillSummary()
     landed_by_symbol: dict[str, list[LandedPartition]] = {}
@@ -93,7 +103,7 @@ def import_freqtrade_dir(
         landed = land_klines(lake, file.symbol, file.interval, frame, days=span_days(frame))
         landed_by_symbol.setdefault(file.symbol, []).extend(landed)
     for symbol, landed in landed_by_symbol.items():
-        curate_and_report(lake, symbol, landed, summary, instance, progress)
+        curate_and_report(lake, symbol, landed, summary, instance, progress, track)
     return summary
 
 
@@ -112,6 +122,7 @@ def curate_and_report(
     summary: BackfillSummary,
     instance: dg.DagsterInstance | None,
     progress: Progress,
+    track: Track = untracked,
 ) -> None:
     summary.add(landed)
     days = sorted({p.date for p in landed})
@@ -119,7 +130,7 @@ def curate_and_report(
         register_symbols(instance, [symbol])
     con = connect()
     try:
-        for day in days:
+        for day in track(days, f"curating {symbol}"):
             for curated in curate_day(lake, symbol, day, con=con):
                 key = f"{symbol} {curated.interval}"
                 summary.missing_bars[key] = summary.missing_bars.get(key, 0) + curated.missing_bars

@@ -39,7 +39,7 @@ def kline_checks(
         unique_open_time(frame),
         ohlc_consistent(frame),
         monotonic_open_time(frame),
-        no_future_timestamps(frame, now or dt.datetime.now(dt.timezone.utc)),
+        no_future_timestamps(frame, now or dt.datetime.now(dt.UTC)),
         inside_partition_day(frame, day),
     ]
 
@@ -128,7 +128,9 @@ def first_times(rows: pl.DataFrame, limit: int = 3) -> dict[str, object]:
 def merge_outcomes(name: str, outcomes: list[tuple[str, CheckOutcome]]) -> CheckOutcome:
     """One outcome for a check run on several parts (intervals) of one partition."""
     failed = [label for label, outcome in outcomes if not outcome.passed]
-    metadata = {f"{label}.{k}": v for label, outcome in outcomes for k, v in outcome.metadata.items()}
+    metadata = {
+        f"{label}.{k}": v for label, outcome in outcomes for k, v in outcome.metadata.items()
+    }
     first = outcomes[0][1]
     return CheckOutcome(
         name,

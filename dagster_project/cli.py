@@ -29,17 +29,29 @@ class CandlelakeGroup(click.Group):
 
 
 @click.group(cls=CandlelakeGroup)
-@click.option("--lake", "lake_root", envvar="CANDLELAKE_LAKE", default="lake", show_default=True,
-              help="Lake root (env CANDLELAKE_LAKE).")
-@click.option("--record/--no-record", default=True, show_default=True,
-              help="Report partitions the CLI lands to the project's Dagster instance "
-                   "(DAGSTER_HOME, default ./.dagster_home), so the UI shows them materialized.")
+@click.option(
+    "--lake",
+    "lake_root",
+    envvar="CANDLELAKE_LAKE",
+    default="lake",
+    show_default=True,
+    help="Lake root (env CANDLELAKE_LAKE).",
+)
+@click.option(
+    "--record/--no-record",
+    default=True,
+    show_default=True,
+    help="Report partitions the CLI lands to the project's Dagster instance "
+    "(DAGSTER_HOME, default ./.dagster_home), so the UI shows them materialized.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every partition written.")
 @click.pass_context
 def main(ctx: click.Context, lake_root: str, record: bool, verbose: bool) -> None:
     """candlelake: land Binance klines into a Parquet lake, curate them with DuckDB SQL."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     from dagster_project.lake import Lake
 
     ctx.obj = Lake(lake_root)
@@ -51,11 +63,13 @@ def split_symbols(value: str) -> list[str]:
 
 
 @main.command()
-@click.option("--symbols", default=None, help="Comma-separated symbols (default BTCUSDT,ETHUSDT,SOLUSDT).")
+@click.option(
+    "--symbols", default=None, help="Comma-separated symbols (default BTCUSDT,ETHUSDT,SOLUSDT)."
+)
 @click.option("--days", default=None, help="Comma-separated UTC days (default 2024-03-01..03).")
 @click.pass_obj
 def run(lake, symbols: str | None, days: str | None) -> None:
-    """The main job: materialize the whole asset graph offline (simulator) for the default partitions."""
+    """The main job: materialize the whole asset graph offline (simulator data)."""
     from dagster_project import main_job
 
     os.environ["CANDLELAKE_LAKE"] = str(lake.root)  # the Definitions read the lake root from here
@@ -71,8 +85,10 @@ def run(lake, symbols: str | None, days: str | None) -> None:
         days.split(",") if days else main_job.DEFAULT_DAYS,
         progress=click.echo,
     )
-    click.echo(f"\n{report.runs} runs in {time.monotonic() - started:.1f} s; "
-               f"{len(report.failed_checks)} failed checks, {len(report.warned_checks)} warnings")
+    click.echo(
+        f"\n{report.runs} runs in {time.monotonic() - started:.1f} s; "
+        f"{len(report.failed_checks)} failed checks, {len(report.warned_checks)} warnings"
+    )
     for name in report.failed_checks:
         click.echo(f"  FAILED check {name}")
     print_where_to_look(lake, home)
@@ -80,13 +96,16 @@ def run(lake, symbols: str | None, days: str | None) -> None:
 
 def print_where_to_look(lake, home: Path) -> None:
     catalog, bin_dir = shown(lake.catalog_path), shown(Path(sys.executable).parent)
-    query = ("select symbol, interval, count(*) as bars, min(open_time), max(open_time) "
-             "from klines group by all order by all")
+    query = (
+        "select symbol, interval, count(*) as bars, min(open_time), max(open_time) "
+        "from klines group by all order by all"
+    )
     click.echo(f"""
 Lake:      {lake.root}
 Query it:  {bin_dir}/duckdb {catalog} -c "{query}"
 Gaps:      {bin_dir}/duckdb {catalog} -c "select * from kline_gaps order by gap_start"
-Dagster:   CANDLELAKE_LAKE={lake.root} DAGSTER_HOME={home} {bin_dir}/dagster dev -m dagster_project.definitions
+Dagster:   CANDLELAKE_LAKE={lake.root} DAGSTER_HOME={home} \\
+             {bin_dir}/dagster dev -m dagster_project.definitions
            (then open http://127.0.0.1:3000: assets, partitions, checks and these runs)""")
 
 
@@ -97,29 +116,56 @@ def shown(path: Path) -> Path:
 
 
 @main.command()
-@click.option("--source", type=click.Choice(["simulator", "binance", "vision", "freqtrade"]),
-              default="simulator", show_default=True)
+@click.option(
+    "--source",
+    type=click.Choice(["simulator", "binance", "vision", "freqtrade"]),
+    default="simulator",
+    show_default=True,
+)
 @click.option("--symbols", required=True, help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.")
 @click.option("--interval", default="1m", show_default=True)
 @click.option("--start", required=True, help="UTC start (ISO date or time); widened to 00:00.")
 @click.option("--end", required=True, help="UTC end, exclusive; widened to the next 00:00.")
 @click.option("--base-url", default=None, help="REST or Vision base URL (e.g. a local server).")
-@click.option("--market", type=click.Choice(["spot", "futures_um"]), default="spot", show_default=True)
+@click.option(
+    "--market", type=click.Choice(["spot", "futures_um"]), default="spot", show_default=True
+)
 @click.option("--freqtrade-dir", default="", help="freqtrade data folder (source freqtrade).")
-@click.option("--seed", type=int, default=SourceSettings.simulator_seed, show_default=True,
-              help="Simulator seed.")
+@click.option(
+    "--seed",
+    type=int,
+    default=SourceSettings.simulator_seed,
+    show_default=True,
+    help="Simulator seed.",
+)
 @click.pass_obj
-def ingest(lake, source, symbols, interval, start, end, base_url, market, freqtrade_dir, seed) -> None:
+def ingest(
+    lake, source, symbols, interval, start, end, base_url, market, freqtrade_dir, seed
+) -> None:
     """Land and curate klines for whole UTC days from a source."""
     from dagster_project.backfill import ingest_range
     from dagster_project.ingest.sources import make_source
 
     urls = {"rest_base_url": base_url, "vision_base_url": base_url} if base_url else {}
-    settings = SourceSettings(kind=source, rest_market=market, vision_market=market,
-                              freqtrade_dir=freqtrade_dir, simulator_seed=seed, **urls)
+    settings = SourceSettings(
+        kind=source,
+        rest_market=market,
+        vision_market=market,
+        freqtrade_dir=freqtrade_dir,
+        simulator_seed=seed,
+        **urls,
+    )
     time_range = TimeRange.checked(start, end)
-    summary = ingest_range(lake, make_source(settings, lake.root), split_symbols(symbols),
-                           interval, time_range, instance=cli_instance(), progress=click.echo)
+    summary = ingest_range(
+        lake,
+        make_source(settings, lake.root),
+        split_symbols(symbols),
+        interval,
+        time_range,
+        instance=cli_instance(),
+        progress=click.echo,
+        track=progress_bar,
+    )
     finish(lake, summary)
 
 
@@ -131,8 +177,14 @@ def import_freqtrade(lake, folder: str, symbols: str) -> None:
     """Import a freqtrade data folder (user_data/data/binance) as-is, then curate it."""
     from dagster_project.backfill import import_freqtrade_dir
 
-    summary = import_freqtrade_dir(lake, folder, split_symbols(symbols), instance=cli_instance(),
-                                   progress=click.echo)
+    summary = import_freqtrade_dir(
+        lake,
+        folder,
+        split_symbols(symbols),
+        instance=cli_instance(),
+        progress=click.echo,
+        track=progress_bar,
+    )
     finish(lake, summary)
 
 
@@ -155,6 +207,12 @@ def sql(lake, query: str) -> None:
         click.echo(con.sql(query))
     finally:
         con.close()
+
+
+def progress_bar(items: list, description: str):
+    from tqdm import tqdm
+
+    return tqdm(items, desc=description, unit="day", leave=False)
 
 
 def cli_instance():

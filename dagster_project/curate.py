@@ -65,7 +65,8 @@ def derivable_intervals(base: str) -> list[str]:
     coarser = [
         interval
         for interval in CURATED_INTERVALS
-        if INTERVALS[interval] > base_length and INTERVALS[interval] % base_length == dt.timedelta(0)
+        if INTERVALS[interval] > base_length
+        and INTERVALS[interval] % base_length == dt.timedelta(0)
     ]
     return [base, *coarser]
 
@@ -79,7 +80,9 @@ def curate_interval(
     interval: str,
     now: dt.datetime | None,
 ) -> CuratedInterval:
-    raw_file = lake.partition_file("raw", "klines", {"symbol": symbol, "interval": base, "date": day})
+    raw_file = lake.partition_file(
+        "raw", "klines", {"symbol": symbol, "interval": base, "date": day}
+    )
     keys = {"symbol": symbol, "interval": interval, "date": day}
     bar_us = microseconds(interval)
     klines = run_sql(
@@ -120,7 +123,7 @@ def expected_grid(
     """``[00:00 of day, next 00:00)``, cut at the last bar that has closed when ``day`` is today."""
     start = to_utc(day)
     end = start + dt.timedelta(days=1)
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     if now < end:
         length = INTERVALS[interval]
         closed_bars = (now - start) // length

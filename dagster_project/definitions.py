@@ -7,7 +7,12 @@ import os
 import dagster as dg
 
 from dagster_project.assets import catalog, curate, ingest
-from dagster_project.jobs import catalog_job, daily_catalog_schedule, daily_klines_schedule, klines_job
+from dagster_project.jobs import (
+    catalog_job,
+    daily_catalog_schedule,
+    daily_klines_schedule,
+    klines_job,
+)
 from dagster_project.lake import DEFAULT_LAKE_ROOT, LAKE_ENV_VAR
 from dagster_project.resources import DuckDBResource, LakeResource, MarketSourceResource
 

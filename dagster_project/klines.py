@@ -14,7 +14,7 @@ import polars as pl
 
 from dagster_project.errors import InvalidRequestError, SourceDataError, UnsupportedIntervalError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 TIMESTAMP = pl.Datetime("us", "UTC")
 
 # Binance kline intervals that fit inside one UTC day (3d, 1w and 1M do not: a daily partition
@@ -141,7 +141,7 @@ def normalise_epoch_to_us(values: pl.Expr) -> pl.Expr:
 
 
 def klines_from_binance_rows(rows: Sequence[Sequence], source: str) -> pl.DataFrame:
-    """Binance's 12-field kline arrays (REST JSON or Vision CSV, strings or numbers) as the contract.
+    """Binance's 12-field kline arrays (REST JSON or Vision CSV rows) as the contract.
 
     The 12th field ("ignore") is dropped. Times may be ms or µs.
     """
@@ -153,7 +153,7 @@ def klines_from_binance_rows(rows: Sequence[Sequence], source: str) -> pl.DataFr
             f"kline row {bad} has {len(rows[bad])} fields; expected 12 (Binance kline array): "
             f"{list(rows[bad])!r}"
         )
-    columns = list(zip(*(row[:11] for row in rows)))
+    columns = list(zip(*(row[:11] for row in rows), strict=True))
     try:
         frame = pl.DataFrame(
             {

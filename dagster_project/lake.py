@@ -37,7 +37,7 @@ CATALOG_STORAGE_VERSION = "v1.4.0"
 
 # Partition keys in path order; any other key follows these, in the order given.
 KEY_ORDER = ("symbol", "interval", "date")
-# DuckDB types of the partition keys, so a view never guesses (a symbol like "1INCHUSDT" stays text).
+# DuckDB types of the partition keys, so a view never guesses ("1INCHUSDT" stays text).
 HIVE_TYPES = {"symbol": "VARCHAR", "interval": "VARCHAR", "date": "DATE"}
 
 _KEY_VALUE = re.compile(r"^[A-Za-z0-9_.:-]+$")

@@ -84,7 +84,9 @@ def run_main_job(
 def record(report: MainJobReport, result: dg.ExecuteInProcessResult, label: str) -> None:
     report.runs += 1
     if not result.success:
-        raise RuntimeError(f"run {result.run_id} for {label} failed; see `dagster dev` for its logs")
+        raise RuntimeError(
+            f"run {result.run_id} for {label} failed; see `dagster dev` for its logs"
+        )
     for evaluation in result.get_asset_check_evaluations():
         if evaluation.passed:
             continue

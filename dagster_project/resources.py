@@ -42,7 +42,7 @@ class DuckDBResource(dg.ConfigurableResource):
 
 
 class MarketSourceResource(dg.ConfigurableResource):
-    """Where raw klines come from: simulator (offline default), binance (REST), vision, freqtrade."""
+    """Where raw klines come from: simulator (offline default), binance, vision, freqtrade."""
 
     kind: str = "simulator"
     interval: str = "1m"  # the interval landed in raw/klines

@@ -26,7 +26,9 @@ def load_sql(name: str) -> str:
     """The text of ``sql/<name>.sql`` (``name`` like ``"curate/klines"``)."""
     path = SQL_ROOT / f"{name}.sql"
     if not path.is_file():
-        known = sorted(str(p.relative_to(SQL_ROOT).with_suffix("")) for p in SQL_ROOT.rglob("*.sql"))
+        known = sorted(
+            str(p.relative_to(SQL_ROOT).with_suffix("")) for p in SQL_ROOT.rglob("*.sql")
+        )
         raise InvalidRequestError(f"no SQL file {path}; known queries: {', '.join(known)}")
     return path.read_text()
 

@@ -14,5 +14,7 @@ SHARED_BINANCE = REPO_ROOT.parent / "shared" / "data" / "binance"
 def shared_binance() -> Path:
     """``../shared/data/binance``: real Binance data; tests using it skip when it is absent."""
     if not SHARED_BINANCE.is_dir():
-        pytest.skip(f"real Binance data not found at {SHARED_BINANCE} (only in the team's workspace)")
+        pytest.skip(
+            f"real Binance data not found at {SHARED_BINANCE} (only in the team's workspace)"
+        )
     return SHARED_BINANCE

@@ -8,24 +8,38 @@ import polars as pl
 
 from dagster_project.klines import klines_from_binance_rows
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def minute_rows(
     day: dt.date, minutes: list[int], price: float = 100.0, bar_ms: int = 60_000
 ) -> list[list]:
-    """Binance kline arrays for the given minute offsets of ``day``: close = open + 1, high/low ±2."""
+    """Binance kline arrays for minute offsets of ``day``: close = open + 1, high/low ±2."""
     base = int(dt.datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
     rows = []
     for m in minutes:
         open_ms = base + m * bar_ms
         o = price + m
         rows.append(
-            [open_ms, str(o), str(o + 2), str(o - 2), str(o + 1), "10", open_ms + bar_ms - 1,
-             str(10 * o), 5, "4", str(4 * o), "0"]
+            [
+                open_ms,
+                str(o),
+                str(o + 2),
+                str(o - 2),
+                str(o + 1),
+                "10",
+                open_ms + bar_ms - 1,
+                str(10 * o),
+                5,
+                "4",
+                str(4 * o),
+                "0",
+            ]
         )
     return rows
 
 
-def minute_klines(day: dt.date, minutes: list[int], source: str = "simulator", **kw) -> pl.DataFrame:
+def minute_klines(
+    day: dt.date, minutes: list[int], source: str = "simulator", **kw
+) -> pl.DataFrame:
     return klines_from_binance_rows(minute_rows(day, minutes, **kw), source)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
-import polars as pl
 import pytest
 
 from dagster_project.assets.catalog import catalog
@@ -14,7 +13,7 @@ from dagster_project.assets.ingest import raw_klines
 from dagster_project.lake import Lake, connect
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME, day_symbol_key
 from dagster_project.resources import DuckDBResource, LakeResource, MarketSourceResource
-from tests.fakes.binance_server import Fault, FakeBinance, synthetic_kline_rows
+from tests.fakes.binance_server import FakeBinance, Fault, synthetic_kline_rows
 
 DAY = dt.date(2024, 3, 1)
 KEY = str(day_symbol_key(DAY, "BTCUSDT"))
@@ -29,13 +28,21 @@ def instance():
 
 
 def resources(lake_root, source: MarketSourceResource | None = None) -> dict:
-    return {"lake": LakeResource(root=str(lake_root)), "duckdb": DuckDBResource(),
-            "market_source": source or MarketSourceResource()}
+    return {
+        "lake": LakeResource(root=str(lake_root)),
+        "duckdb": DuckDBResource(),
+        "market_source": source or MarketSourceResource(),
+    }
 
 
 def materialize_partition(instance, lake_root, key=KEY, source=None, raise_on_error=True):
-    return dg.materialize([raw_klines, curated_klines], partition_key=key, instance=instance,
-                          resources=resources(lake_root, source), raise_on_error=raise_on_error)
+    return dg.materialize(
+        [raw_klines, curated_klines],
+        partition_key=key,
+        instance=instance,
+        resources=resources(lake_root, source),
+        raise_on_error=raise_on_error,
+    )
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -75,14 +82,16 @@ def test_catalog_asset_builds_views_over_materialized_partitions(tmp_path, insta
         materialize_partition(instance, tmp_path, key=str(day_symbol_key(DAY, symbol)))
     dg.materialize([catalog], instance=instance, resources=resources(tmp_path))
     con = connect(Lake(tmp_path).catalog_path, read_only=True)
-    counts = con.sql("select symbol, interval, count(*) from klines group by all order by all").fetchall()
+    counts = con.sql(
+        "select symbol, interval, count(*) from klines group by all order by all"
+    ).fetchall()
     assert ("BTCUSDT", "1m", 1440) in counts and ("ETHUSDT", "1h", 24) in counts
     assert con.sql("select count(*) from raw_klines").fetchall() == [(2880,)]
     assert con.sql("select count(*) from kline_gaps").fetchall() == [(0,)]
 
 
 def test_partition_from_binance_rest_through_a_local_server(tmp_path, instance):
-    start = dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
     rows = synthetic_kline_rows("BTCUSDT", "1m", start, 1440)
     del rows[100:103]  # the exchange has no bars for 3 minutes
     with FakeBinance({("BTCUSDT", "1m"): rows}) as server:
@@ -93,8 +102,12 @@ def test_partition_from_binance_rest_through_a_local_server(tmp_path, instance):
     raw = lake.read_partition("raw", "klines", RAW)
     assert raw.height == 1437 and set(raw["source"]) == {"binance_rest"}
     gaps = lake.read_partition("curated", "kline_gaps", RAW)
-    assert gaps.rows() == [(start + dt.timedelta(minutes=100), start + dt.timedelta(minutes=103), 3)]
-    gap_check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "gap_report")
+    assert gaps.rows() == [
+        (start + dt.timedelta(minutes=100), start + dt.timedelta(minutes=103), 3)
+    ]
+    gap_check = next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "gap_report"
+    )
     assert not gap_check.passed and gap_check.severity == dg.AssetCheckSeverity.WARN
 
 
@@ -102,7 +115,7 @@ def test_failing_source_leaves_the_previous_partition_intact(tmp_path, instance)
     lake = Lake(tmp_path)
     materialize_partition(instance, tmp_path)
     before = lake.read_partition("raw", "klines", RAW)
-    rows = synthetic_kline_rows("BTCUSDT", "1m", dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc), 1440)
+    rows = synthetic_kline_rows("BTCUSDT", "1m", dt.datetime(2024, 3, 1, tzinfo=dt.UTC), 1440)
     with FakeBinance({("BTCUSDT", "1m"): rows}) as server:
         server.script(Fault.banned(retry_after=60, path="klines", skip=1))  # 418 on the 2nd page
         source = MarketSourceResource(kind="binance", rest_base_url=server.url)
@@ -118,8 +131,13 @@ def test_unknown_symbol_fails_with_a_specific_message_and_writes_nothing(tmp_pat
     instance.add_dynamic_partitions(SYMBOLS_PARTITION_NAME, ["NOPEUSDT"])
     with FakeBinance({("BTCUSDT", "1m"): []}) as server:
         source = MarketSourceResource(kind="binance", rest_base_url=server.url)
-        result = materialize_partition(instance, tmp_path, key=str(day_symbol_key(DAY, "NOPEUSDT")),
-                                       source=source, raise_on_error=False)
+        result = materialize_partition(
+            instance,
+            tmp_path,
+            key=str(day_symbol_key(DAY, "NOPEUSDT")),
+            source=source,
+            raise_on_error=False,
+        )
     assert not result.success
     assert "UnknownSymbolError" in failure_message(result)
     assert "NOPEUSDT" in failure_message(result)
@@ -127,7 +145,7 @@ def test_unknown_symbol_fails_with_a_specific_message_and_writes_nothing(tmp_pat
 
 
 def test_a_partition_in_the_future_is_refused(tmp_path, instance):
-    tomorrow = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
+    tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
     with pytest.raises(dg.DagsterUnknownPartitionError, match="2.*BTCUSDT"):
         # the daily partitions end at the last complete day, so Dagster refuses the key itself
         materialize_partition(instance, tmp_path, key=str(day_symbol_key(tomorrow, "BTCUSDT")))

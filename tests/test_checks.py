@@ -36,7 +36,10 @@ def test_out_of_order_bars_fail_monotonicity_only():
 def test_high_below_close_fails_ohlc_and_names_the_bar():
     frame = minute_klines(DAY, [0, 1, 2]).with_columns(
         pl.when(pl.col("open_time") == dt.datetime(2024, 3, 1, 0, 1, tzinfo=UTC))
-        .then(pl.col("close") - 5).otherwise(pl.col("high")).alias("high"))
+        .then(pl.col("close") - 5)
+        .otherwise(pl.col("high"))
+        .alias("high")
+    )
     check = next(o for o in kline_checks(frame, DAY, NOW) if o.name == "ohlc_consistent")
     assert not check.passed
     assert check.metadata["bad_rows"] == 1

@@ -14,7 +14,7 @@ from dagster_project.lake import Lake, connect
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME
 from tests.fakes.binance_server import FakeBinance, synthetic_kline_rows
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.fixture
@@ -37,14 +37,29 @@ def catalog_rows(lake_root, query: str):
 
 
 def test_ingest_simulator_lands_whole_days_curates_and_registers_partitions(lake_root, tmp_path):
-    result = candlelake(lake_root, "ingest", "--symbols", "btcusdt,SOLUSDT", "--start",
-                        "2024-01-01T12:00", "--end", "2024-01-02T06:00")
+    result = candlelake(
+        lake_root,
+        "ingest",
+        "--symbols",
+        "btcusdt,SOLUSDT",
+        "--start",
+        "2024-01-01T12:00",
+        "--end",
+        "2024-01-02T06:00",
+    )
     assert result.exit_code == 0, result.output
     assert "4 raw partitions, 5760 rows landed" in result.output
-    rows = catalog_rows(lake_root, "select symbol, interval, count(*) from klines "
-                                   "where interval in ('1m', '1h') group by all order by all")
-    assert rows == [("BTCUSDT", "1h", 48), ("BTCUSDT", "1m", 2880),
-                    ("SOLUSDT", "1h", 48), ("SOLUSDT", "1m", 2880)]
+    rows = catalog_rows(
+        lake_root,
+        "select symbol, interval, count(*) from klines "
+        "where interval in ('1m', '1h') group by all order by all",
+    )
+    assert rows == [
+        ("BTCUSDT", "1h", 48),
+        ("BTCUSDT", "1m", 2880),
+        ("SOLUSDT", "1h", 48),
+        ("SOLUSDT", "1m", 2880),
+    ]
     instance = dg.DagsterInstance.get()
     assert set(instance.get_dynamic_partitions(SYMBOLS_PARTITION_NAME)) == {"BTCUSDT", "SOLUSDT"}
     materialized = instance.get_materialized_partitions(dg.AssetKey(["curated", "klines"]))
@@ -52,7 +67,9 @@ def test_ingest_simulator_lands_whole_days_curates_and_registers_partitions(lake
 
 
 def test_cli_and_asset_land_identical_rows(lake_root):
-    candlelake(lake_root, "ingest", "--symbols", "ETHUSDT", "--start", "2024-03-01", "--end", "2024-03-02")
+    candlelake(
+        lake_root, "ingest", "--symbols", "ETHUSDT", "--start", "2024-03-01", "--end", "2024-03-02"
+    )
     from dagster_project.ingest.landing import land_day
     from dagster_project.ingest.sources import SourceSettings, make_source
 
@@ -65,13 +82,28 @@ def test_cli_and_asset_land_identical_rows(lake_root):
 
 def test_ingest_from_binance_rest_via_base_url(lake_root):
     start = dt.datetime(2024, 2, 1, tzinfo=UTC)
-    with FakeBinance({("BTCUSDT", "1m"): synthetic_kline_rows("BTCUSDT", "1m", start, 3 * 1440)}) as server:
-        result = candlelake(lake_root, "ingest", "--source", "binance", "--base-url", server.url,
-                            "--symbols", "BTCUSDT", "--start", "2024-02-01", "--end", "2024-02-04")
+    with FakeBinance(
+        {("BTCUSDT", "1m"): synthetic_kline_rows("BTCUSDT", "1m", start, 3 * 1440)}
+    ) as server:
+        result = candlelake(
+            lake_root,
+            "ingest",
+            "--source",
+            "binance",
+            "--base-url",
+            server.url,
+            "--symbols",
+            "BTCUSDT",
+            "--start",
+            "2024-02-01",
+            "--end",
+            "2024-02-04",
+        )
         assert result.exit_code == 0, result.output
         assert len(server.requests_to("klines")) == 5  # ⌈4320 / 1000⌉
     assert catalog_rows(lake_root, "select source, count(*) from raw_klines group by all") == [
-        ("binance_rest", 4320)]
+        ("binance_rest", 4320)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -80,8 +112,14 @@ def test_ingest_from_binance_rest_via_base_url(lake_root):
         (["--start", "2024-01-05", "--end", "2024-01-01"], "is not before end"),
         (["--start", "2999-01-01", "--end", "2999-01-02"], "is in the future"),
         (["--start", "yesterday", "--end", "2024-01-02"], "cannot parse time 'yesterday'"),
-        (["--interval", "7m", "--start", "2024-01-01", "--end", "2024-01-02"], "unsupported kline interval '7m'"),
-        (["--symbols", "BTC/USDT", "--start", "2024-01-01", "--end", "2024-01-02"], "bad symbol 'BTC/USDT'"),
+        (
+            ["--interval", "7m", "--start", "2024-01-01", "--end", "2024-01-02"],
+            "unsupported kline interval '7m'",
+        ),
+        (
+            ["--symbols", "BTC/USDT", "--start", "2024-01-01", "--end", "2024-01-02"],
+            "bad symbol 'BTC/USDT'",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_error_line_and_writes_nothing(lake_root, args, message):
@@ -92,25 +130,43 @@ def test_bad_input_is_one_clear_error_line_and_writes_nothing(lake_root, args, m
     assert not (lake_root / "raw").exists()
 
 
-def test_import_freqtrade_reports_the_real_2023_03_24_halt_as_a_gap(lake_root, tmp_path, shared_binance):
+def test_import_freqtrade_reports_the_real_2023_03_24_halt_as_a_gap(
+    lake_root, tmp_path, shared_binance
+):
     folder = tmp_path / "user_data" / "data" / "binance"
     folder.mkdir(parents=True)
     shutil.copy(shared_binance / "spot_freqtrade" / "BTC_USDT-1h.feather", folder)
-    result = CliRunner().invoke(main, ["--lake", str(lake_root), "--no-record", "import-freqtrade",
-                                       str(folder)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        ["--lake", str(lake_root), "--no-record", "import-freqtrade", str(folder)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert "BTCUSDT 1h: 1 missing bars" in result.output
-    gaps = catalog_rows(lake_root, "select symbol, interval, gap_start, gap_end, missing_bars "
-                                   "from kline_gaps where missing_bars > 0")
-    assert gaps == [("BTCUSDT", "1h", dt.datetime(2023, 3, 24, 13, tzinfo=UTC),
-                     dt.datetime(2023, 3, 24, 14, tzinfo=UTC), 1)]
-    counts = catalog_rows(lake_root, "select count(*), min(source), max(source), count(trades) "
-                                     "from raw_klines")
+    gaps = catalog_rows(
+        lake_root,
+        "select symbol, interval, gap_start, gap_end, missing_bars "
+        "from kline_gaps where missing_bars > 0",
+    )
+    assert gaps == [
+        (
+            "BTCUSDT",
+            "1h",
+            dt.datetime(2023, 3, 24, 13, tzinfo=UTC),
+            dt.datetime(2023, 3, 24, 14, tzinfo=UTC),
+            1,
+        )
+    ]
+    counts = catalog_rows(
+        lake_root, "select count(*), min(source), max(source), count(trades) from raw_klines"
+    )
     assert counts == [(8759, "freqtrade", "freqtrade", 0)]  # 365 × 24 − 1; trades not invented
     assert not (tmp_path / "dagster_home").exists()  # --no-record
 
 
 def test_import_freqtrade_of_a_missing_folder_names_it(lake_root, tmp_path):
-    result = CliRunner().invoke(main, ["--lake", str(lake_root), "import-freqtrade", str(tmp_path / "nope")])
+    result = CliRunner().invoke(
+        main, ["--lake", str(lake_root), "import-freqtrade", str(tmp_path / "nope")]
+    )
     assert result.exit_code == 2
     assert "nope" in result.output

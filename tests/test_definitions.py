@@ -10,8 +10,13 @@ from dagster_project.definitions import defs
 from dagster_project.jobs import daily_klines_schedule
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME
 
-KLINE_CHECKS = {"unique_open_time", "ohlc_consistent", "monotonic_open_time",
-                "no_future_timestamps", "inside_partition_day"}
+KLINE_CHECKS = {
+    "unique_open_time",
+    "ohlc_consistent",
+    "monotonic_open_time",
+    "no_future_timestamps",
+    "inside_partition_day",
+}
 
 
 def test_definitions_load_exactly_these_assets():
@@ -20,16 +25,24 @@ def test_definitions_load_exactly_these_assets():
 
 
 def test_every_landed_table_has_its_checks():
-    checks = {(k.asset_key.to_user_string(), k.name) for k in defs.resolve_asset_graph().asset_check_keys}
-    expected = {(table, name) for table in ("raw/klines", "curated/klines") for name in KLINE_CHECKS}
+    checks = {
+        (k.asset_key.to_user_string(), k.name) for k in defs.resolve_asset_graph().asset_check_keys
+    }
+    expected = {
+        (table, name) for table in ("raw/klines", "curated/klines") for name in KLINE_CHECKS
+    }
     assert checks == expected | {("curated/kline_gaps", "gap_report")}
 
 
 def test_assets_are_grouped_by_layer_and_partitioned_by_day_and_symbol():
     graph = defs.resolve_asset_graph()
     groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
-    assert groups == {"raw/klines": "ingest", "curated/klines": "curate",
-                      "curated/kline_gaps": "curate", "catalog": "catalog"}
+    assert groups == {
+        "raw/klines": "ingest",
+        "curated/klines": "curate",
+        "curated/kline_gaps": "curate",
+        "catalog": "catalog",
+    }
     partitions = graph.get(dg.AssetKey(["raw", "klines"])).partitions_def
     assert isinstance(partitions, dg.MultiPartitionsDefinition)
     assert {d.name for d in partitions.partitions_defs} == {"date", "symbol"}
@@ -44,7 +57,8 @@ def test_daily_schedule_requests_yesterday_for_every_registered_symbol():
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(SYMBOLS_PARTITION_NAME, ["BTCUSDT", "ETHUSDT"])
         context = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=dt.datetime(2024, 5, 2, 0, 15, tzinfo=dt.timezone.utc)
+            instance=instance,
+            scheduled_execution_time=dt.datetime(2024, 5, 2, 0, 15, tzinfo=dt.UTC),
         )
         requests = daily_klines_schedule(context)
     assert sorted(r.partition_key for r in requests) == ["2024-05-01|BTCUSDT", "2024-05-01|ETHUSDT"]
@@ -53,6 +67,6 @@ def test_daily_schedule_requests_yesterday_for_every_registered_symbol():
 def test_daily_schedule_skips_without_symbols():
     with dg.instance_for_test() as instance:
         context = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=dt.datetime(2024, 5, 2, tzinfo=dt.timezone.utc)
+            instance=instance, scheduled_execution_time=dt.datetime(2024, 5, 2, tzinfo=dt.UTC)
         )
         assert isinstance(daily_klines_schedule(context), dg.SkipReason)

@@ -46,7 +46,9 @@ def test_write_replaces_partition_whole_and_is_idempotent(tmp_path):
 
 def test_partition_columns_are_kept_out_of_the_file(tmp_path):
     lake = Lake(tmp_path)
-    path = lake.write_partition("raw", "t", KEYS, frame(2).with_columns(pl.lit("BTCUSDT").alias("symbol")))
+    path = lake.write_partition(
+        "raw", "t", KEYS, frame(2).with_columns(pl.lit("BTCUSDT").alias("symbol"))
+    )
     assert pq.read_schema(path).names == ["x", "v"]
 
 
@@ -87,16 +89,22 @@ def test_catalog_has_one_view_per_table_with_typed_partition_keys(tmp_path):
     lake = Lake(tmp_path)
     for symbol in ("BTCUSDT", "1INCHUSDT"):
         for day in (dt.date(2024, 3, 1), dt.date(2024, 3, 2)):
-            lake.write_partition("curated", "klines", {**KEYS, "symbol": symbol, "date": day}, frame(3))
-    views = build_catalog(lake, (CatalogView("klines", "curated", "klines"),
-                                 CatalogView("absent", "raw", "nothing_here")))
+            lake.write_partition(
+                "curated", "klines", {**KEYS, "symbol": symbol, "date": day}, frame(3)
+            )
+    views = build_catalog(
+        lake,
+        (CatalogView("klines", "curated", "klines"), CatalogView("absent", "raw", "nothing_here")),
+    )
     assert views == ["klines"]
     con = connect(lake.catalog_path, read_only=True)
     rows = con.sql("select symbol, date, count(*) from klines group by all order by all").fetchall()
     assert rows[0] == ("1INCHUSDT", dt.date(2024, 3, 1), 3)
     assert len(rows) == 4
-    plan = con.sql("explain analyze select count(*) from klines where symbol = 'BTCUSDT' "
-                   "and date = '2024-03-02'").fetchall()[0][1]
+    plan = con.sql(
+        "explain analyze select count(*) from klines where symbol = 'BTCUSDT' "
+        "and date = '2024-03-02'"
+    ).fetchall()[0][1]
     assert "Total Files Read: 1" in plan
 
 
@@ -107,7 +115,16 @@ def test_catalog_opens_with_the_duckdb_command(tmp_path):
     lake = Lake(tmp_path)
     lake.write_partition("curated", "klines", KEYS, frame(7))
     build_catalog(lake, (CatalogView("klines", "curated", "klines"),))
-    out = subprocess.run([str(duckdb_cli), str(lake.catalog_path), "-csv", "-c",
-                          "select symbol, count(*) as n from klines group by all"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            str(duckdb_cli),
+            str(lake.catalog_path),
+            "-csv",
+            "-c",
+            "select symbol, count(*) as n from klines group by all",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.split() == ["symbol,n", "BTCUSDT,7"]

@@ -21,9 +21,9 @@ def t(hour: int, minute: int) -> dt.datetime:
     return dt.datetime(2024, 3, 1, hour, minute, tzinfo=UTC)
 
 
-def raw_file(tmp_path, frame: pl.DataFrame, ingested_at=t(0, 0)) -> str:
+def raw_file(tmp_path, frame: pl.DataFrame) -> str:
     lake = Lake(tmp_path)
-    landed = land_klines(lake, "BTCUSDT", "1m", frame, ingested_at=ingested_at)
+    landed = land_klines(lake, "BTCUSDT", "1m", frame, ingested_at=t(0, 0))
     return str(landed[0].path)
 
 
@@ -33,21 +33,30 @@ def test_parameters_are_read_from_the_query_text():
 
 
 def test_run_sql_names_missing_and_unexpected_parameters():
-    with pytest.raises(InvalidRequestError, match=r"missing \['bar_us', 'base_us'\], unexpected \['x'\]"):
+    with pytest.raises(
+        InvalidRequestError, match=r"missing \['bar_us', 'base_us'\], unexpected \['x'\]"
+    ):
         run_sql(connect(), "curate/klines", {"raw_files": [], "x": 1})
 
 
 def test_five_minute_bars_resample_one_minute_bars_exactly(tmp_path):
     # minutes 0-4 complete; 5-9 lacks minute 7; 10-14 absent entirely
     frame = minute_klines(DAY, [0, 1, 2, 3, 4, 5, 6, 8, 9])
-    out = run_sql(connect(), "curate/klines",
-                  {"raw_files": [raw_file(tmp_path, frame)], "base_us": 60_000_000,
-                   "bar_us": 300_000_000}).pl()
+    out = run_sql(
+        connect(),
+        "curate/klines",
+        {"raw_files": [raw_file(tmp_path, frame)], "base_us": 60_000_000, "bar_us": 300_000_000},
+    ).pl()
     assert out["open_time"].to_list() == [t(0, 0), t(0, 5)]
     first, second = out.row(0, named=True), out.row(1, named=True)
     # minute m has open 100+m, high 102+m, low 98+m, close 101+m, volume 10, trades 5
     assert (first["open"], first["high"], first["low"], first["close"]) == (100, 106, 98, 105)
-    assert (first["volume"], first["trades"], first["base_bars"], first["is_complete"]) == (50, 25, 5, True)
+    assert (first["volume"], first["trades"], first["base_bars"], first["is_complete"]) == (
+        50,
+        25,
+        5,
+        True,
+    )
     assert first["close_time"] == t(0, 4) + dt.timedelta(seconds=59, milliseconds=999)
     assert (second["open"], second["high"], second["low"], second["close"]) == (105, 111, 103, 110)
     assert (second["base_bars"], second["is_complete"]) == (4, False)
@@ -56,18 +65,23 @@ def test_five_minute_bars_resample_one_minute_bars_exactly(tmp_path):
 
 def test_duplicate_bars_keep_the_later_row(tmp_path):
     frame = pl.concat([minute_klines(DAY, [0, 1]), minute_klines(DAY, [1], price=500.0)])
-    out = run_sql(connect(), "curate/klines",
-                  {"raw_files": [raw_file(tmp_path, frame)], "base_us": 60_000_000,
-                   "bar_us": 60_000_000}).pl()
+    out = run_sql(
+        connect(),
+        "curate/klines",
+        {"raw_files": [raw_file(tmp_path, frame)], "base_us": 60_000_000, "bar_us": 60_000_000},
+    ).pl()
     assert out["open"].to_list() == [100.0, 501.0]
 
 
 def test_missing_source_fields_stay_null_after_resampling(tmp_path):
     frame = minute_klines(DAY, [0, 1, 2]).with_columns(
-        pl.lit(None, pl.Float64).alias("quote_volume"), pl.lit(None, pl.Int64).alias("trades"))
-    out = run_sql(connect(), "curate/klines",
-                  {"raw_files": [raw_file(tmp_path, frame)], "base_us": 60_000_000,
-                   "bar_us": 900_000_000}).pl()
+        pl.lit(None, pl.Float64).alias("quote_volume"), pl.lit(None, pl.Int64).alias("trades")
+    )
+    out = run_sql(
+        connect(),
+        "curate/klines",
+        {"raw_files": [raw_file(tmp_path, frame)], "base_us": 60_000_000, "bar_us": 900_000_000},
+    ).pl()
     assert out["quote_volume"].to_list() == [None]
     assert out["trades"].to_list() == [None]
 
@@ -77,7 +91,9 @@ def test_gaps_are_runs_of_missing_bars_with_exclusive_end(tmp_path):
     lake = Lake(tmp_path)
     land_klines(lake, "BTCUSDT", "1m", minute_klines(DAY, minutes))
     curated = {c.interval: c for c in curate_day(lake, "BTCUSDT", DAY)}
-    gaps = lake.read_partition("curated", "kline_gaps", {"symbol": "BTCUSDT", "interval": "1m", "date": DAY})
+    gaps = lake.read_partition(
+        "curated", "kline_gaps", {"symbol": "BTCUSDT", "interval": "1m", "date": DAY}
+    )
     assert gaps.rows() == [
         (t(0, 0), t(0, 1), 1),
         (t(0, 5), t(0, 8), 3),
@@ -109,4 +125,6 @@ def test_expected_grid_of_today_stops_at_the_last_closed_bar():
     now = t(10, 7) + dt.timedelta(seconds=30)
     assert expected_grid(DAY, "1m", now) == (t(0, 0), t(10, 7))
     assert expected_grid(DAY, "1h", now) == (t(0, 0), t(10, 0))
-    assert expected_grid(DAY, "1h", t(0, 0) + dt.timedelta(days=3))[1] == dt.datetime(2024, 3, 2, tzinfo=UTC)
+    assert expected_grid(DAY, "1h", t(0, 0) + dt.timedelta(days=3))[1] == dt.datetime(
+        2024, 3, 2, tzinfo=UTC
+    )

@@ -22,13 +22,16 @@ CATALOG_VIEWS = (
     group_name="catalog",
     kinds={"duckdb"},
     description="lake/candlelake.duckdb: one view per lake table over its Hive-partitioned "
-    "Parquet, e.g. `duckdb lake/candlelake.duckdb -c \"select symbol, count(*) from klines "
-    "group by all\"`.",
+    'Parquet, e.g. `duckdb lake/candlelake.duckdb -c "select symbol, count(*) from klines '
+    'group by all"`.',
 )
 def catalog(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     the_lake = lake.get()
     views = build_catalog(the_lake, CATALOG_VIEWS)
     context.log.info(f"catalog {the_lake.catalog_path} has views {views}")
     return dg.MaterializeResult(
-        metadata={"path": dg.MetadataValue.path(str(the_lake.catalog_path)), "views": ", ".join(views)}
+        metadata={
+            "path": dg.MetadataValue.path(str(the_lake.catalog_path)),
+            "views": ", ".join(views),
+        }
     )

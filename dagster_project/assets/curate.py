@@ -39,9 +39,7 @@ KLINE_GAPS = dg.AssetKey(["curated", "kline_gaps"])
         *check_specs(KLINE_GAPS, ("gap_report",)),
     ],
 )
-def curated_klines(
-    context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
-):
+def curated_klines(context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource):
     day, symbol = day_and_symbol(context.partition_key)
     the_lake = lake.get()
     with duckdb.connect() as con:
@@ -71,7 +69,9 @@ def curated_klines(
 
 
 def read(lake: Lake, table: str, symbol: str, interval: str, day) -> pl.DataFrame:
-    return lake.read_partition("curated", table, {"symbol": symbol, "interval": interval, "date": day})
+    return lake.read_partition(
+        "curated", table, {"symbol": symbol, "interval": interval, "date": day}
+    )
 
 
 def curated_metadata(curated: list[CuratedInterval]) -> dict[str, object]:

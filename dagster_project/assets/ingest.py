@@ -29,7 +29,9 @@ def raw_klines(
     source = market_source.build(the_lake)
     landed = land_day(the_lake, source, symbol, market_source.interval, day)
     frame = pl.read_parquet(landed.path)
-    context.log.info(f"landed {landed.rows} {symbol} {landed.interval} rows for {day} from {source.name}")
+    context.log.info(
+        f"landed {landed.rows} {symbol} {landed.interval} rows for {day} from {source.name}"
+    )
     return dg.MaterializeResult(
         metadata={
             "rows": landed.rows,

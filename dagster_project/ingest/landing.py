@@ -102,7 +102,7 @@ def validated(frame: pl.DataFrame, symbol: str) -> pl.DataFrame:
 
 
 def with_ingested_at(frame: pl.DataFrame, ingested_at: dt.datetime | None) -> pl.DataFrame:
-    stamp = ingested_at or dt.datetime.now(dt.timezone.utc)
+    stamp = ingested_at or dt.datetime.now(dt.UTC)
     return frame.with_columns(pl.lit(stamp).cast(TIMESTAMP).alias("ingested_at"))
 
 

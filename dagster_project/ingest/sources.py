@@ -6,7 +6,6 @@ exactly the same rows.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,10 +53,6 @@ def make_source(settings: SourceSettings, lake_root: Path) -> KlineSource:
     raise InvalidRequestError(
         f"unknown market-data source {settings.kind!r}; expected one of {', '.join(SOURCE_KINDS)}"
     )
-
-
-def settings_with(settings: SourceSettings, **changes: object) -> SourceSettings:
-    return dataclasses.replace(settings, **changes)
 
 
 @dataclass

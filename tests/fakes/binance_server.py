@@ -37,12 +37,14 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
+
+from tests.fakes.local_server import LocalServer
 
 KlineRow = list[Any]
 
@@ -396,7 +398,7 @@ class _WeightWindow:
             return self.used if int(time.time() // self.window_s) == self.index else 0
 
 
-class FakeBinance:
+class FakeBinance(LocalServer):
     """A threaded local Binance REST server; use as a context manager (``with FakeBinance() as b``).
 
     ``klines``: ``(symbol, interval) -> rows`` (a list of Binance rows or a ``KlineSeries``).
@@ -422,39 +424,10 @@ class FakeBinance:
         self.requests: list[LoggedRequest] = []
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
-    # -- lifecycle -------------------------------------------------------------------------------
-
-    def __enter__(self) -> FakeBinance:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    @property
-    def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("FakeBinance is not running; use it as a context manager")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
 
     # -- scripting and assertions ----------------------------------------------------------------
 
@@ -512,7 +485,7 @@ class _ApiError(Exception):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    fake: FakeBinance
+    owner: FakeBinance
     protocol_version = "HTTP/1.1"  # keep-alive, like the real API
     server_version = "nginx"
     sys_version = ""
@@ -524,7 +497,7 @@ class _Handler(BaseHTTPRequestHandler):
         arrived = time.time()
         split = urlsplit(self.path)
         path, params = split.path, dict(parse_qsl(split.query))
-        fault = self.fake._next_fault(path)
+        fault = self.owner._next_fault(path)
         try:
             if fault is not None and fault.kind != "delay":
                 status = self._apply_fault(fault, path, params)
@@ -536,7 +509,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. its timeout)
             self.close_connection = True
             status = 0
-        self.fake._log(path, params, arrived, status, fault.kind if fault else None)
+        self.owner._log(path, params, arrived, status, fault.kind if fault else None)
 
     # -- normal answers --------------------------------------------------------------------------
 
@@ -544,12 +517,12 @@ class _Handler(BaseHTTPRequestHandler):
         prefix, _, endpoint = path.rpartition("/")
         rules = MARKETS.get(prefix)
         if rules is None or endpoint not in ("klines", "exchangeInfo", "ping", "time"):
-            return 404, {"code": -1000, "msg": f"Unknown path {path}."}, self.fake.weight.current()
+            return 404, {"code": -1000, "msg": f"Unknown path {path}."}, self.owner.weight.current()
         weight = self._weight(rules, endpoint, params)
-        accepted, used, retry_after = self.fake.weight.charge(weight)
+        accepted, used, retry_after = self.owner.weight.charge(weight)
         if not accepted:
             self._retry_after = retry_after
-            return 429, _too_much_weight(self.fake.weight.limit, self.fake.weight.window_s), used
+            return 429, _too_much_weight(self.owner.weight.limit, self.owner.weight.window_s), used
         try:
             return 200, self._answer(rules, endpoint, params), used
         except _ApiError as error:
@@ -570,7 +543,7 @@ class _Handler(BaseHTTPRequestHandler):
         if endpoint == "time":
             return {"serverTime": int(time.time() * 1000)}
         if endpoint == "exchangeInfo":
-            return self.fake.exchange_info
+            return self.owner.exchange_info
         return self._klines(rules, params)
 
     def _klines(self, rules: MarketRules, params: dict[str, str]) -> list[KlineRow]:
@@ -592,22 +565,22 @@ class _Handler(BaseHTTPRequestHandler):
         start, end = _int_param(params, "startTime", None), _int_param(params, "endTime", None)
         if start is not None and end is not None and start > end:
             raise _ApiError(400, -1023, "Start time is greater than end time.")
-        series = self.fake.series.get((symbol, interval))
+        series = self.owner.series.get((symbol, interval))
         return [] if series is None else series.select(start, end, limit)
 
     def _listed(self, symbol: str) -> bool:
-        listed = {s["symbol"] for s in self.fake.exchange_info.get("symbols", [])}
-        return symbol in listed or any(symbol == s for s, _ in self.fake.series)
+        listed = {s["symbol"] for s in self.owner.exchange_info.get("symbols", [])}
+        return symbol in listed or any(symbol == s for s, _ in self.owner.series)
 
     # -- faults ----------------------------------------------------------------------------------
 
     def _apply_fault(self, fault: Fault, path: str, params: dict[str, str]) -> int:
         """Misbehave as ``fault`` says; the HTTP status sent (0: none, the connection was cut)."""
-        used = self.fake.weight.current()
+        used = self.owner.weight.current()
         if fault.kind == "429":
             self._retry_after = fault.retry_after
             self._send(
-                429, _too_much_weight(self.fake.weight.limit, self.fake.weight.window_s), used
+                429, _too_much_weight(self.owner.weight.limit, self.owner.weight.window_s), used
             )
         elif fault.kind == "418":
             self._retry_after = fault.retry_after

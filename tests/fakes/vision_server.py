@@ -24,9 +24,11 @@ import threading
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from tests.fakes.local_server import LocalServer
 
 KLINE_HEADER = (
     "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,"
@@ -51,7 +53,7 @@ class _Fault:
     value: int = 0  # the status, or the byte count for "cut"
 
 
-class VisionServer:
+class VisionServer(LocalServer):
     """Serves ``root`` on 127.0.0.1 (a free port) from a thread; use as a context manager."""
 
     def __init__(self, root: Path | str):
@@ -59,38 +61,14 @@ class VisionServer:
         self.requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    def __enter__(self) -> VisionServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.vision = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
 
     @property
     def base_url(self) -> str:
-        assert self._httpd is not None, "server not started"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.url
 
     # -- faults ---------------------------------------------------------------------------------
 
@@ -161,7 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve(send_body=True)
 
     def _serve(self, send_body: bool) -> None:
-        vision: VisionServer = self.server.vision  # type: ignore[attr-defined]
+        vision: VisionServer = self.owner  # type: ignore[attr-defined]
         path = unquote(urlsplit(self.path).path).lstrip("/")
         range_header = self.headers.get("Range")
 

@@ -1,0 +1,1 @@
+"""candlelake's Streamlit explorer (built in a later issue)."""

@@ -1,0 +1,1 @@
+"""candlelake's model zoo, training and evaluation (built in later issues)."""

@@ -28,9 +28,9 @@ def timed(args: list[str], workdir: Path) -> float:
         "DAGSTER_HOME": str(workdir / "dagster_home"),
     }
     started = time.perf_counter()
-    subprocess.run(
-        [str(CANDLELAKE), *args], cwd=workdir, env=env, check=True, stdout=subprocess.DEVNULL
-    )
+    done = subprocess.run([str(CANDLELAKE), *args], cwd=workdir, env=env, capture_output=True)
+    if done.returncode != 0:
+        raise SystemExit(f"candlelake {' '.join(args)} failed:\n{done.stderr.decode()}")
     return time.perf_counter() - started
 
 

@@ -1,7 +1,7 @@
-"""The Dagster UI over the project's instance shows the assets, checks and the main job's runs.
+"""`dagster dev` over the project's instance: the UI shows what the main job did, and a backfill
+launched the way the UI launches one (its GraphQL mutation) is run by the daemon.
 
-Starts the real `dagster-webserver` (what `dagster dev` serves) in its own process session, so it
-can be stopped reliably, and asks its GraphQL API what a user would see.
+Starts the real `dagster dev` in its own process session, so it can be stopped reliably.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import httpx
 import pytest
 
 from dagster_project import main_job
+from dagster_project.lake import Lake
 
 pytestmark = pytest.mark.slow
 
-QUERY = """
+OVERVIEW = """
 {
   runsOrError { ... on Runs { results { jobName status tags { key value } } } }
   assetNodes {
@@ -30,6 +31,30 @@ QUERY = """
   }
 }
 """
+LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message }
+  }
+}
+"""
+BACKFILL_STATUS = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } }
+}
+"""
+
+
+class DagsterDev:
+    def __init__(self, url: str):
+        self.url = url
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        body = httpx.post(
+            f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60
+        ).json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
 
 
 def free_port() -> int:
@@ -38,21 +63,50 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def webserver(tmp_path, monkeypatch):
-    home = tmp_path / "dagster_home"
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("CANDLELAKE_LAKE", str(tmp_path / "lake"))
-    instance = main_job.persistent_instance(main_job.dagster_home())
-    from dagster_project.definitions import defs
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+        except httpx.TransportError:
+            result = None
+        if result:
+            return result
+        time.sleep(1)
+    pytest.fail(f"{what} did not happen within {timeout_s} s")
 
-    main_job.run_main_job(
-        defs, instance, symbols=["BTCUSDT"], days=["2024-03-01"], progress=lambda _: None
-    )
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A project directory after the main job ran (one partition), with its instance and lake."""
+    root = tmp_path_factory.mktemp("project")
+    env = {"DAGSTER_HOME": str(root / ".dagster_home"), "CANDLELAKE_LAKE": str(root / "lake")}
+    previous = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        instance = main_job.persistent_instance(main_job.dagster_home())
+        from dagster_project.definitions import defs
+
+        main_job.run_main_job(
+            defs, instance, symbols=["BTCUSDT"], days=["2024-03-01"], progress=lambda _: None
+        )
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return root, env
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(project):
+    root, env = project
     port = free_port()
     server = subprocess.Popen(
         [
-            str(Path(sys.executable).parent / "dagster-webserver"),
+            str(Path(sys.executable).parent / "dagster"),
+            "dev",
             "-m",
             "dagster_project.definitions",
             "-h",
@@ -60,40 +114,32 @@ def webserver(tmp_path, monkeypatch):
             "-p",
             str(port),
         ],
-        env={**os.environ},
+        cwd=root,
+        env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("dagster-webserver did not answer within 120 s")
-        yield url
+        dev = DagsterDev(f"http://127.0.0.1:{port}")
+        wait_for(
+            lambda: httpx.get(f"{dev.url}/server_info", timeout=2).status_code == 200,
+            120,
+            "dagster dev answering",
+        )
+        # the code location loads in the background after the server answers
+        wait_for(lambda: dev.graphql(OVERVIEW)["assetNodes"], 60, "the code location loading")
+        yield dev
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
-            server.wait(timeout=20)
+            server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
 
 
-def test_ui_shows_assets_checks_and_main_job_runs(webserver):
-    deadline = time.monotonic() + 60
-    while True:  # the code location loads in the background after the server answers
-        body = httpx.post(f"{webserver}/graphql", json={"query": QUERY}, timeout=30).json()
-        assert "errors" not in body, body["errors"]
-        data = body["data"]
-        if data["assetNodes"] or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+def test_ui_shows_assets_checks_and_main_job_runs(dagster_dev):
+    data = dagster_dev.graphql(OVERVIEW)
     assets = {"/".join(node["assetKey"]["path"]): node for node in data["assetNodes"]}
     assert set(assets) == {"raw/klines", "curated/klines", "curated/kline_gaps", "catalog"}
     assert assets["raw/klines"]["isPartitioned"] and not assets["catalog"]["isPartitioned"]
@@ -104,7 +150,30 @@ def test_ui_shows_assets_checks_and_main_job_runs(webserver):
         ("catalog_job", "SUCCESS"),
         ("klines_job", "SUCCESS"),
     ]
-    partition_tags = [
-        t["value"] for r in runs for t in r["tags"] if t["key"] == "dagster/partition"
-    ]
-    assert partition_tags == ["2024-03-01|BTCUSDT"]
+    tags = [t["value"] for r in runs for t in r["tags"] if t["key"] == "dagster/partition"]
+    assert tags == ["2024-03-01|BTCUSDT"]
+
+
+def test_backfill_launched_like_the_ui_is_run_by_the_daemon(dagster_dev, project):
+    params = {
+        "partitionNames": ["2024-03-02|BTCUSDT", "2024-03-03|BTCUSDT"],
+        "assetSelection": [
+            {"path": ["raw", "klines"]},
+            {"path": ["curated", "klines"]},
+            {"path": ["curated", "kline_gaps"]},
+        ],
+    }
+    launched = dagster_dev.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+
+    def finished():
+        status = dagster_dev.graphql(BACKFILL_STATUS, {"id": launched["backfillId"]})
+        status = status["partitionBackfillOrError"]["status"]
+        return (
+            status if status.startswith("COMPLETED") or status in ("FAILED", "CANCELED") else None
+        )
+
+    assert wait_for(finished, 240, "the backfill finishing") == "COMPLETED_SUCCESS"
+    lake = Lake(project[0] / "lake")
+    days = sorted(k["date"] for k in lake.partitions("curated", "klines") if k["interval"] == "1h")
+    assert days == ["2024-03-01", "2024-03-02", "2024-03-03"]

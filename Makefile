@@ -12,7 +12,7 @@ run: $(VENV)/.installed
 	$(BIN)/candlelake run
 
 test: $(VENV)/.installed-test
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist loadfile
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

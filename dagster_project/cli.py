@@ -72,7 +72,7 @@ def run(lake, symbols: str | None, days: str | None) -> None:
     """The main job: materialize the whole asset graph offline (simulator data)."""
     from dagster_project import main_job
 
-    os.environ["CANDLELAKE_LAKE"] = str(lake.root)  # the Definitions read the lake root from here
+    os.environ["CANDLELAKE_LAKE"] = str(lake.root)  # the lake resource reads its root from here
     home = main_job.dagster_home()
     instance = main_job.persistent_instance(home)
     from dagster_project.definitions import defs

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from dagster_project.assets import catalog, curate, ingest
@@ -13,7 +11,6 @@ from dagster_project.jobs import (
     daily_klines_schedule,
     klines_job,
 )
-from dagster_project.lake import DEFAULT_LAKE_ROOT, LAKE_ENV_VAR
 from dagster_project.resources import DuckDBResource, LakeResource, MarketSourceResource
 
 defs = dg.Definitions(
@@ -21,7 +18,7 @@ defs = dg.Definitions(
     jobs=[klines_job, catalog_job],
     schedules=[daily_klines_schedule, daily_catalog_schedule],
     resources={
-        "lake": LakeResource(root=os.environ.get(LAKE_ENV_VAR, DEFAULT_LAKE_ROOT)),
+        "lake": LakeResource(),
         "duckdb": DuckDBResource(),
         "market_source": MarketSourceResource(),
     },

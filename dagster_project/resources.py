@@ -14,12 +14,16 @@ from dagster_project.lake import Lake, connect
 
 
 class LakeResource(dg.ConfigurableResource):
-    """The lake root (``CANDLELAKE_LAKE``, default ``./lake``) and its atomic partition writer."""
+    """The lake root and its atomic partition writer.
 
-    root: str = "lake"
+    An empty ``root`` means ``CANDLELAKE_LAKE`` (default ``./lake``), read when a run uses the
+    lake, not when the definitions are imported.
+    """
+
+    root: str = ""
 
     def get(self) -> Lake:
-        return Lake(self.root)
+        return Lake(self.root) if self.root else Lake.from_env()
 
 
 class DuckDBResource(dg.ConfigurableResource):

@@ -13,6 +13,7 @@ from dagster_project.cli import main
 from dagster_project.lake import Lake, connect
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME
 from tests.fakes.binance_server import FakeBinance, synthetic_kline_rows
+from tests.fakes.vision_server import VisionServer, build_vision_tree, synthetic_kline_csv
 
 UTC = dt.UTC
 
@@ -170,3 +171,40 @@ def test_import_freqtrade_of_a_missing_folder_names_it(lake_root, tmp_path):
     )
     assert result.exit_code == 2
     assert "nope" in result.output
+
+
+def test_ingest_from_binance_vision_via_base_url(lake_root, tmp_path):
+    days = [dt.datetime(2024, 2, d, tzinfo=UTC) for d in (1, 2)]
+    files = {
+        f"data/spot/daily/klines/ETHUSDT/1m/ETHUSDT-1m-{day:%Y-%m-%d}.zip": synthetic_kline_csv(
+            day, 1440, microseconds=day.day == 2
+        )
+        for day in days
+    }
+    build_vision_tree(tmp_path / "vision", files)
+    with VisionServer(tmp_path / "vision") as server:
+        args = [
+            "ingest",
+            "--source",
+            "vision",
+            "--base-url",
+            server.url,
+            "--symbols",
+            "ETHUSDT",
+            "--start",
+            "2024-02-01",
+            "--end",
+            "2024-02-03",
+        ]
+        result = candlelake(lake_root, *args)
+        assert result.exit_code == 0, result.output
+    rows = catalog_rows(
+        lake_root,
+        "select date, source, count(*), min(open_time), max(close_time) from raw_klines "
+        "group by all order by date",
+    )
+    assert [r[:3] for r in rows] == [
+        (dt.date(2024, 2, 1), "binance_vision", 1440),
+        (dt.date(2024, 2, 2), "binance_vision", 1440),  # µs timestamps normalised
+    ]
+    assert rows[1][3] == days[1]

@@ -316,7 +316,7 @@ def test_429_waits_exactly_retry_after_then_returns_the_right_rows(btc_2500) -> 
     assert frame.equals(klines_from_binance_rows(rows, "binance_rest"))
     assert client.stats.rate_limited == 1
     assert client.stats.rate_limit_wait_s == 1.0
-    assert 1.0 <= elapsed < 1.8
+    assert elapsed >= 1.0  # it really waited; no upper bound, a loaded CI machine is slower
     statuses = [r.status for r in fake.requests_to("klines")]
     assert statuses == [200, 429, 200, 200]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import numpy as np
 import polars as pl
@@ -241,15 +240,6 @@ def test_only_bars_opening_inside_the_range_are_returned() -> None:
     assert frame["open_time"].to_list() == [
         dt.datetime(2024, 3, 5, 23, 58, tzinfo=UTC) + dt.timedelta(minutes=i) for i in range(5)
     ]
-
-
-def test_one_day_of_1m_is_fast() -> None:
-    timings = []
-    for _ in range(3):
-        begun = time.perf_counter()
-        simulate_klines("BTCUSDT", "1m", days(dt.datetime(2025, 1, 7, tzinfo=UTC), 1))
-        timings.append(time.perf_counter() - begun)
-    assert min(timings) < 0.2, timings
 
 
 def test_profiles_are_known_or_derived_from_the_name() -> None:

@@ -1,4 +1,4 @@
-"""Data-quality checks on klines partitions: plain functions over polars frames.
+"""Data-quality checks on lake partitions: plain functions over polars frames.
 
 Assets turn each ``CheckOutcome`` into a Dagster ``AssetCheckResult``; tests call them directly.
 """
@@ -36,21 +36,21 @@ def kline_checks(
 ) -> list[CheckOutcome]:
     """Every check in ``KLINE_CHECKS`` on the klines of one partition (one interval)."""
     return [
-        unique_open_time(frame),
+        unique(frame, "open_time"),
         ohlc_consistent(frame),
-        monotonic_open_time(frame),
+        strictly_increasing(frame, "open_time"),
         no_future_timestamps(frame, now or dt.datetime.now(dt.UTC)),
         inside_partition_day(frame, day),
     ]
 
 
-def unique_open_time(frame: pl.DataFrame) -> CheckOutcome:
-    duplicated = frame.filter(pl.col("open_time").is_duplicated())
+def unique(frame: pl.DataFrame, column: str) -> CheckOutcome:
+    duplicated = frame.filter(pl.col(column).is_duplicated())
     return CheckOutcome(
-        "unique_open_time",
+        f"unique_{column}",
         duplicated.is_empty(),
-        "each open_time appears once (the grain of klines)",
-        {"duplicate_rows": duplicated.height, **first_times(duplicated)},
+        f"each {column} appears once (the grain of the table)",
+        {"duplicate_rows": duplicated.height, **first_values(duplicated, column)},
     )
 
 
@@ -68,41 +68,51 @@ def ohlc_consistent(frame: pl.DataFrame) -> CheckOutcome:
         "ohlc_consistent",
         bad.is_empty(),
         "0 < low <= open, close <= high and volume >= 0 on every row",
-        {"bad_rows": bad.height, **first_times(bad)},
+        {"bad_rows": bad.height, **first_values(bad)},
     )
 
 
-def monotonic_open_time(frame: pl.DataFrame) -> CheckOutcome:
-    steps = frame.select(pl.col("open_time").diff().dt.total_microseconds().drop_nulls())
-    backwards = int((steps.to_series() <= 0).sum()) if steps.height else 0
+def strictly_increasing(frame: pl.DataFrame, column: str) -> CheckOutcome:
+    values = frame[column]
+    backwards = (
+        int((values.slice(1) <= values.slice(0, len(values) - 1)).sum()) if len(values) else 0
+    )
     return CheckOutcome(
-        "monotonic_open_time",
+        f"monotonic_{column}",
         backwards == 0,
-        "open_time strictly increases from row to row",
+        f"{column} strictly increases from row to row",
         {"non_increasing_steps": backwards},
     )
 
 
-def no_future_timestamps(frame: pl.DataFrame, now: dt.datetime) -> CheckOutcome:
-    future = frame.filter(pl.col("open_time") > now)
+def no_future_timestamps(
+    frame: pl.DataFrame, now: dt.datetime, column: str = "open_time"
+) -> CheckOutcome:
+    future = frame.filter(pl.col(column) > now)
     return CheckOutcome(
         "no_future_timestamps",
         future.is_empty(),
         "no bar opens after the time of the check",
-        {"future_rows": future.height, "checked_at": now.isoformat(), **first_times(future)},
+        {
+            "future_rows": future.height,
+            "checked_at": now.isoformat(),
+            **first_values(future, column),
+        },
     )
 
 
-def inside_partition_day(frame: pl.DataFrame, day: dt.date) -> CheckOutcome:
+def inside_partition_day(
+    frame: pl.DataFrame, day: dt.date, column: str = "open_time"
+) -> CheckOutcome:
     start = to_utc(day)
     outside = frame.filter(
-        ~pl.col("open_time").is_between(start, start + dt.timedelta(days=1), closed="left")
+        ~pl.col(column).is_between(start, start + dt.timedelta(days=1), closed="left")
     )
     return CheckOutcome(
         "inside_partition_day",
         outside.is_empty(),
-        f"every open_time falls on the partition's UTC day {day}",
-        {"outside_rows": outside.height, **first_times(outside)},
+        f"every {column} falls on the partition's UTC day {day}",
+        {"outside_rows": outside.height, **first_values(outside, column)},
     )
 
 
@@ -119,10 +129,13 @@ def gap_report(gaps: pl.DataFrame, interval: str) -> CheckOutcome:
     )
 
 
-def first_times(rows: pl.DataFrame, limit: int = 3) -> dict[str, object]:
-    if rows.is_empty() or "open_time" not in rows.columns:
+def first_values(
+    rows: pl.DataFrame, column: str = "open_time", limit: int = 3
+) -> dict[str, object]:
+    if rows.is_empty() or column not in rows.columns:
         return {}
-    return {"first_offending_open_times": [t.isoformat() for t in rows["open_time"][:limit]]}
+    values = [v.isoformat() if isinstance(v, dt.datetime) else v for v in rows[column][:limit]]
+    return {f"first_offending_{column}s": values}
 
 
 def merge_outcomes(name: str, outcomes: list[tuple[str, CheckOutcome]]) -> CheckOutcome:
@@ -138,4 +151,102 @@ def merge_outcomes(name: str, outcomes: list[tuple[str, CheckOutcome]]) -> Check
         first.description + (f" (failed for {', '.join(failed)})" if failed else ""),
         metadata,
         first.warn_only,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Order books and trades
+
+DEPTH_SNAPSHOT_CHECKS = (
+    "unique_ts",
+    "monotonic_ts",
+    "no_crossed_books",
+    "inside_partition_day",
+    "snapshot_cadence",
+)
+AGG_TRADE_CHECKS = (
+    "unique_agg_trade_id",
+    "monotonic_agg_trade_id",
+    "trade_ids_contiguous",
+    "positive_price_qty",
+    "inside_partition_day",
+)
+
+
+def depth_snapshot_checks(
+    frame: pl.DataFrame, day: dt.date, cadence_s: float
+) -> list[CheckOutcome]:
+    return [
+        unique(frame, "ts"),
+        strictly_increasing(frame, "ts"),
+        no_crossed_books(frame),
+        inside_partition_day(frame, day, "ts"),
+        snapshot_cadence(frame, day, cadence_s),
+    ]
+
+
+def agg_trade_checks(frame: pl.DataFrame, day: dt.date) -> list[CheckOutcome]:
+    return [
+        unique(frame, "agg_trade_id"),
+        strictly_increasing(frame, "agg_trade_id"),
+        trade_ids_contiguous(frame),
+        positive_price_qty(frame),
+        inside_partition_day(frame, day, "ts"),
+    ]
+
+
+def no_crossed_books(frame: pl.DataFrame) -> CheckOutcome:
+    """Best bid below best ask, and both ladders ordered best first, on every snapshot."""
+    bad = frame.filter(
+        (pl.col("bid_prices").list.first() >= pl.col("ask_prices").list.first())
+        | (pl.col("bid_prices").list.diff().list.eval(pl.element() >= 0).list.any())
+        | (pl.col("ask_prices").list.diff().list.eval(pl.element() <= 0).list.any())
+    )
+    return CheckOutcome(
+        "no_crossed_books",
+        bad.is_empty(),
+        "best bid < best ask; bids strictly falling and asks strictly rising from the touch",
+        {"bad_snapshots": bad.height, **first_values(bad, "ts")},
+    )
+
+
+def snapshot_cadence(frame: pl.DataFrame, day: dt.date, cadence_s: float) -> CheckOutcome:
+    """Warns with the holes in the sampling grid (a stream outage or a resync leaves some)."""
+    expected = int(dt.timedelta(days=1) / dt.timedelta(seconds=cadence_s))
+    steps = frame["ts"].diff().dt.total_microseconds().drop_nulls() / 1e6
+    holes = steps.filter(steps > cadence_s * 1.5)
+    return CheckOutcome(
+        "snapshot_cadence",
+        frame.height == expected,
+        f"one snapshot every {cadence_s:g} s of the day ({expected} rows)",
+        {
+            "snapshots": frame.height,
+            "expected": expected,
+            "holes": holes.len(),
+            "longest_hole_s": float(holes.max()) if holes.len() else 0.0,
+        },
+        warn_only=True,
+    )
+
+
+def trade_ids_contiguous(frame: pl.DataFrame) -> CheckOutcome:
+    """Warns with the gaps in agg_trade_id (trades missing from the partition)."""
+    steps = frame["agg_trade_id"].diff().drop_nulls()
+    gaps = steps.filter(steps > 1)
+    return CheckOutcome(
+        "trade_ids_contiguous",
+        gaps.is_empty(),
+        "agg_trade_id increases by exactly 1 from row to row",
+        {"gaps": gaps.len(), "missing_ids": int((gaps - 1).sum()) if gaps.len() else 0},
+        warn_only=True,
+    )
+
+
+def positive_price_qty(frame: pl.DataFrame) -> CheckOutcome:
+    bad = frame.filter(~((pl.col("price") > 0) & (pl.col("qty") > 0)))
+    return CheckOutcome(
+        "positive_price_qty",
+        bad.is_empty(),
+        "price > 0 and qty > 0 on every trade",
+        {"bad_rows": bad.height, **first_values(bad, "agg_trade_id")},
     )

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dagster_project.assets import catalog, curate, ingest
+from dagster_project.assets import catalog, curate, features, ingest
 from dagster_project.jobs import (
     catalog_job,
     daily_catalog_schedule,
     daily_klines_schedule,
     klines_job,
+    market_job,
 )
 from dagster_project.resources import DuckDBResource, LakeResource, MarketSourceResource
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingest, curate, catalog]),
-    jobs=[klines_job, catalog_job],
+    assets=dg.load_assets_from_modules([ingest, curate, features, catalog]),
+    jobs=[klines_job, market_job, catalog_job],
     schedules=[daily_klines_schedule, daily_catalog_schedule],
     resources={
         "lake": LakeResource(),

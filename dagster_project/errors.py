@@ -35,3 +35,7 @@ class BinanceIPBannedError(BinanceAPIError):
 
 class LakeWriteError(CandlelakeError):
     """A partition could not be written; the previous version of the partition is untouched."""
+
+
+class SourceCapabilityError(InvalidRequestError):
+    """The configured source cannot provide this kind of data (e.g. trades from freqtrade)."""

@@ -10,8 +10,14 @@ from dagster_project.partitions import SYMBOLS_PARTITION_NAME, day_symbol_key
 
 klines_job = dg.define_asset_job(
     "klines_job",
-    selection=dg.AssetSelection.groups("ingest", "curate"),
-    description="Land raw klines for one day × symbol partition and curate them.",
+    selection=dg.AssetSelection.assets(["raw", "klines"]) | dg.AssetSelection.groups("curate"),
+    description="Land raw klines for one day × symbol partition and curate them (any source).",
+)
+market_job = dg.define_asset_job(
+    "market_job",
+    selection=dg.AssetSelection.groups("ingest", "curate", "features"),
+    description="Everything of one day × symbol partition: klines, trades, order-book snapshots, "
+    "curation and features (sources with book history: the simulator).",
 )
 catalog_job = dg.define_asset_job(
     "catalog_job",

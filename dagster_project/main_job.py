@@ -63,17 +63,17 @@ def run_main_job(
     days: Sequence[str | dt.date] = DEFAULT_DAYS,
     progress: Callable[[str], None] = print,
 ) -> MainJobReport:
-    """One ``klines_job`` run per day × symbol partition, then one ``catalog_job`` run."""
+    """One ``market_job`` run per day × symbol partition, then one ``catalog_job`` run."""
     register_symbols(instance, symbols)
     report = MainJobReport()
-    klines_job = defs.resolve_job_def("klines_job")
+    market_job = defs.resolve_job_def("market_job")
     keys = [day_symbol_key(day, symbol) for day in days for symbol in symbols]
     for n, key in enumerate(keys, start=1):
-        result = klines_job.execute_in_process(
+        result = market_job.execute_in_process(
             partition_key=str(key), instance=instance, run_config=_QUIET_RUN_CONFIG
         )
         record(report, result, str(key))
-        progress(f"[{n}/{len(keys)}] klines_job {key}: {'ok' if result.success else 'FAILED'}")
+        progress(f"[{n}/{len(keys)}] market_job {key}: {'ok' if result.success else 'FAILED'}")
     catalog_job = defs.resolve_job_def("catalog_job")
     result = catalog_job.execute_in_process(instance=instance, run_config=_QUIET_RUN_CONFIG)
     record(report, result, "catalog")

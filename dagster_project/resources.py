@@ -57,6 +57,8 @@ class MarketSourceResource(dg.ConfigurableResource):
     vision_cache_dir: str = ""
     freqtrade_dir: str = ""
     simulator_seed: int = SourceSettings.simulator_seed
+    depth_cadence_s: float = 1.0  # raw/depth_snapshots sampling cadence on the exchange clock
+    depth_levels: int = 50  # levels per side kept in each snapshot
 
     def settings(self) -> SourceSettings:
         return SourceSettings(

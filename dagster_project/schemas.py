@@ -52,6 +52,13 @@ AGG_TRADE_SCHEMA: dict[str, pl.DataType] = {
     "source": pl.String(),  # binance_rest, binance_vision, binance_stream, simulator
 }
 
+# raw table → (schema, the time column that decides a row's UTC day partition)
+RAW_TABLES: dict[str, tuple[dict[str, pl.DataType], str]] = {
+    "depth_snapshots": (DEPTH_SNAPSHOT_SCHEMA, "ts"),
+    "depth_updates": (DEPTH_UPDATE_SCHEMA, "event_time"),
+    "agg_trades": (AGG_TRADE_SCHEMA, "ts"),
+}
+
 DEPTH_SNAPSHOT_COLUMNS = tuple(DEPTH_SNAPSHOT_SCHEMA)
 DEPTH_UPDATE_COLUMNS = tuple(DEPTH_UPDATE_SCHEMA)
 AGG_TRADE_COLUMNS = tuple(AGG_TRADE_SCHEMA)

@@ -141,14 +141,22 @@ def dagster_dev(project):
 def test_ui_shows_assets_checks_and_main_job_runs(dagster_dev):
     data = dagster_dev.graphql(OVERVIEW)
     assets = {"/".join(node["assetKey"]["path"]): node for node in data["assetNodes"]}
-    assert set(assets) == {"raw/klines", "curated/klines", "curated/kline_gaps", "catalog"}
+    assert set(assets) == {
+        "raw/klines",
+        "raw/agg_trades",
+        "raw/depth_snapshots",
+        "curated/klines",
+        "curated/kline_gaps",
+        "features/microstructure",
+        "catalog",
+    }
     assert assets["raw/klines"]["isPartitioned"] and not assets["catalog"]["isPartitioned"]
     raw_checks = {c["name"] for c in assets["raw/klines"]["assetChecksOrError"]["checks"]}
     assert "ohlc_consistent" in raw_checks and len(raw_checks) == 5
     runs = data["runsOrError"]["results"]
     assert sorted((r["jobName"], r["status"]) for r in runs) == [
         ("catalog_job", "SUCCESS"),
-        ("klines_job", "SUCCESS"),
+        ("market_job", "SUCCESS"),
     ]
     tags = [t["value"] for r in runs for t in r["tags"] if t["key"] == "dagster/partition"]
     assert tags == ["2024-03-01|BTCUSDT"]

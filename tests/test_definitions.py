@@ -17,11 +17,33 @@ KLINE_CHECKS = {
     "no_future_timestamps",
     "inside_partition_day",
 }
+DEPTH_CHECKS = {
+    "unique_ts",
+    "monotonic_ts",
+    "no_crossed_books",
+    "inside_partition_day",
+    "snapshot_cadence",
+}
+TRADE_CHECKS = {
+    "unique_agg_trade_id",
+    "monotonic_agg_trade_id",
+    "trade_ids_contiguous",
+    "positive_price_qty",
+    "inside_partition_day",
+}
 
 
 def test_definitions_load_exactly_these_assets():
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
-    assert keys == {"raw/klines", "curated/klines", "curated/kline_gaps", "catalog"}
+    assert keys == {
+        "raw/klines",
+        "raw/agg_trades",
+        "raw/depth_snapshots",
+        "curated/klines",
+        "curated/kline_gaps",
+        "features/microstructure",
+        "catalog",
+    }
 
 
 def test_every_landed_table_has_its_checks():
@@ -31,6 +53,8 @@ def test_every_landed_table_has_its_checks():
     expected = {
         (table, name) for table in ("raw/klines", "curated/klines") for name in KLINE_CHECKS
     }
+    expected |= {("raw/depth_snapshots", name) for name in DEPTH_CHECKS}
+    expected |= {("raw/agg_trades", name) for name in TRADE_CHECKS}
     assert checks == expected | {("curated/kline_gaps", "gap_report")}
 
 
@@ -39,6 +63,9 @@ def test_assets_are_grouped_by_layer_and_partitioned_by_day_and_symbol():
     groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert groups == {
         "raw/klines": "ingest",
+        "raw/agg_trades": "ingest",
+        "raw/depth_snapshots": "ingest",
+        "features/microstructure": "features",
         "curated/klines": "curate",
         "curated/kline_gaps": "curate",
         "catalog": "catalog",
@@ -49,7 +76,11 @@ def test_assets_are_grouped_by_layer_and_partitioned_by_day_and_symbol():
 
 
 def test_jobs_and_schedules():
-    assert {j.name for j in defs.resolve_all_job_defs()} >= {"klines_job", "catalog_job"}
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {
+        "klines_job",
+        "market_job",
+        "catalog_job",
+    }
     assert {s.name for s in defs.schedules} == {"daily_klines_schedule", "daily_catalog_schedule"}
 
 

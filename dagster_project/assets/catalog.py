@@ -3,7 +3,8 @@
 import dagster as dg
 
 from dagster_project.assets.curate import CURATED_KLINES, KLINE_GAPS
-from dagster_project.assets.ingest import RAW_KLINES
+from dagster_project.assets.features import MICROSTRUCTURE
+from dagster_project.assets.ingest import RAW_AGG_TRADES, RAW_DEPTH_SNAPSHOTS, RAW_KLINES
 from dagster_project.lake import CatalogView, build_catalog
 from dagster_project.resources import LakeResource
 
@@ -13,12 +14,23 @@ CATALOG_VIEWS = (
     CatalogView("klines", "curated", "klines"),
     CatalogView("kline_gaps", "curated", "kline_gaps"),
     CatalogView("raw_klines", "raw", "klines"),
+    CatalogView("agg_trades", "raw", "agg_trades"),
+    CatalogView("depth_snapshots", "raw", "depth_snapshots"),
+    CatalogView("depth_updates", "raw", "depth_updates"),
+    CatalogView("microstructure", "features", "microstructure"),
 )
 
 
 @dg.asset(
     key=dg.AssetKey(["catalog"]),
-    deps=[RAW_KLINES, CURATED_KLINES, KLINE_GAPS],
+    deps=[
+        RAW_KLINES,
+        CURATED_KLINES,
+        KLINE_GAPS,
+        RAW_AGG_TRADES,
+        RAW_DEPTH_SNAPSHOTS,
+        MICROSTRUCTURE,
+    ],
     group_name="catalog",
     kinds={"duckdb"},
     description="lake/candlelake.duckdb: one view per lake table over its Hive-partitioned "

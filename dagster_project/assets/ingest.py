@@ -1,15 +1,26 @@
-"""Ingest layer: land raw klines for one UTC day and symbol from the configured source."""
+"""Ingest layer: land raw klines, aggregate trades and book snapshots per UTC day and symbol."""
 
 import dagster as dg
 import polars as pl
 
 from dagster_project.assets.common import check_result, check_specs
-from dagster_project.checks import KLINE_CHECKS, kline_checks
-from dagster_project.ingest.landing import land_day
+from dagster_project.checks import (
+    AGG_TRADE_CHECKS,
+    DEPTH_SNAPSHOT_CHECKS,
+    KLINE_CHECKS,
+    agg_trade_checks,
+    depth_snapshot_checks,
+    kline_checks,
+)
+from dagster_project.ingest.landing import land_day, land_symbol_day
+from dagster_project.ingest.sources import depth_snapshot_source, trade_source
+from dagster_project.klines import TimeRange
 from dagster_project.partitions import day_and_symbol, day_symbol
 from dagster_project.resources import LakeResource, MarketSourceResource
 
 RAW_KLINES = dg.AssetKey(["raw", "klines"])
+RAW_AGG_TRADES = dg.AssetKey(["raw", "agg_trades"])
+RAW_DEPTH_SNAPSHOTS = dg.AssetKey(["raw", "depth_snapshots"])
 
 
 @dg.asset(
@@ -29,17 +40,72 @@ def raw_klines(
     source = market_source.build(the_lake)
     landed = land_day(the_lake, source, symbol, market_source.interval, day)
     frame = pl.read_parquet(landed.path)
-    context.log.info(
-        f"landed {landed.rows} {symbol} {landed.interval} rows for {day} from {source.name}"
-    )
+    context.log.info(f"landed {landed.rows} {symbol} {landed.interval} rows for {day}")
     return dg.MaterializeResult(
-        metadata={
-            "rows": landed.rows,
-            "source": source.name,
-            "interval": landed.interval,
-            "path": dg.MetadataValue.path(str(landed.path)),
-            "first_open_time": str(frame["open_time"].min()),
-            "last_open_time": str(frame["open_time"].max()),
-        },
+        metadata={"source": source.name, "interval": landed.interval, **landed_metadata(landed)}
+        | time_range_metadata(frame, "open_time"),
         check_results=[check_result(RAW_KLINES, o) for o in kline_checks(frame, day)],
     )
+
+
+@dg.asset(
+    key=RAW_AGG_TRADES,
+    group_name="ingest",
+    partitions_def=day_symbol,
+    check_specs=check_specs(RAW_AGG_TRADES, AGG_TRADE_CHECKS),
+    kinds={"parquet", "binance"},
+    description="Aggregate trades (Binance aggTrades) per symbol and UTC day "
+    "(lake/raw/agg_trades): simulator, REST /api/v3/aggTrades or Binance Vision archives.",
+)
+def raw_agg_trades(
+    context: dg.AssetExecutionContext, lake: LakeResource, market_source: MarketSourceResource
+) -> dg.MaterializeResult:
+    day, symbol = day_and_symbol(context.partition_key)
+    the_lake = lake.get()
+    source = trade_source(market_source.build(the_lake))
+    frame = source.fetch_agg_trades(symbol, TimeRange.for_day(day))
+    landed = land_symbol_day(the_lake, "agg_trades", symbol, day, frame)
+    frame = pl.read_parquet(landed.path)
+    return dg.MaterializeResult(
+        metadata={"source": source.name, **landed_metadata(landed)}
+        | time_range_metadata(frame, "ts"),
+        check_results=[check_result(RAW_AGG_TRADES, o) for o in agg_trade_checks(frame, day)],
+    )
+
+
+@dg.asset(
+    key=RAW_DEPTH_SNAPSHOTS,
+    group_name="ingest",
+    partitions_def=day_symbol,
+    check_specs=check_specs(RAW_DEPTH_SNAPSHOTS, DEPTH_SNAPSHOT_CHECKS),
+    kinds={"parquet", "binance"},
+    description="The top of the order book sampled at a fixed cadence (default 1 s, 50 levels) "
+    "per symbol and UTC day (lake/raw/depth_snapshots). Past days come from the simulator; real "
+    "books only from a recording (`candlelake collect-depth` or a replayed stream).",
+)
+def raw_depth_snapshots(
+    context: dg.AssetExecutionContext, lake: LakeResource, market_source: MarketSourceResource
+) -> dg.MaterializeResult:
+    day, symbol = day_and_symbol(context.partition_key)
+    the_lake = lake.get()
+    source = depth_snapshot_source(market_source.build(the_lake))
+    cadence_s = market_source.depth_cadence_s
+    frame = source.fetch_depth_snapshots(
+        symbol, TimeRange.for_day(day), cadence_s, market_source.depth_levels
+    )
+    landed = land_symbol_day(the_lake, "depth_snapshots", symbol, day, frame)
+    frame = pl.read_parquet(landed.path)
+    outcomes = depth_snapshot_checks(frame, day, cadence_s)
+    return dg.MaterializeResult(
+        metadata={"source": source.name, **landed_metadata(landed)}
+        | time_range_metadata(frame, "ts"),
+        check_results=[check_result(RAW_DEPTH_SNAPSHOTS, o) for o in outcomes],
+    )
+
+
+def landed_metadata(landed) -> dict[str, object]:
+    return {"rows": landed.rows, "path": dg.MetadataValue.path(str(landed.path))}
+
+
+def time_range_metadata(frame: pl.DataFrame, column: str) -> dict[str, str]:
+    return {f"first_{column}": str(frame[column].min()), f"last_{column}": str(frame[column].max())}

@@ -18,6 +18,7 @@ import polars as pl
 from dagster_project.errors import InvalidRequestError, SourceDataError
 from dagster_project.klines import TIMESTAMP, TimeRange, conform, interval_length
 from dagster_project.lake import Lake
+from dagster_project.schemas import RAW_TABLES, conform_to
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +33,21 @@ class KlineSource(Protocol):
     def fetch_klines(self, symbol: str, interval: str, time_range: TimeRange) -> pl.DataFrame: ...
 
 
+class TradeSource(Protocol):
+    """A source that also returns aggregate trades (``schemas.AGG_TRADE_SCHEMA``)."""
+
+    name: str
+
+    def fetch_agg_trades(self, symbol: str, time_range: TimeRange) -> pl.DataFrame: ...
+
+
 @dataclass(frozen=True)
 class LandedPartition:
     symbol: str
-    interval: str
     date: dt.date
     path: Path
     rows: int
+    interval: str | None = None  # for tables partitioned by interval (klines)
 
 
 def check_symbol(symbol: str) -> str:
@@ -60,6 +69,16 @@ def land_day(
     return landed[0]
 
 
+def land_symbol_day(
+    lake: Lake, table: str, symbol: str, day: dt.date, frame: pl.DataFrame
+) -> LandedPartition:
+    """Replace one ``raw/<table>`` partition (a ``schemas.RAW_TABLES`` table) for a symbol-day."""
+    schema, time_column = RAW_TABLES[table]
+    return land_daily(
+        lake, table, {"symbol": symbol}, conform_to(frame, schema, table), time_column, [day]
+    )[0]
+
+
 def land_klines(
     lake: Lake,
     symbol: str,
@@ -75,30 +94,49 @@ def land_klines(
     """
     check_symbol(symbol)
     interval_length(interval)
-    frame = with_ingested_at(validated(conform(frame), symbol), ingested_at)
-    by_day = split_by_day(frame)
+    frame = with_ingested_at(conform(frame), ingested_at)
+    keys = {"symbol": symbol, "interval": interval}
+    return land_daily(lake, "klines", keys, frame, "open_time", days)
+
+
+def land_daily(
+    lake: Lake,
+    table: str,
+    keys: dict[str, str],
+    frame: pl.DataFrame,
+    time_column: str,
+    days: list[dt.date] | None = None,
+) -> list[LandedPartition]:
+    """Write ``frame`` into ``raw/<table>``, one partition per UTC day of ``time_column``.
+
+    ``days`` names days to write even when they hold no rows (an empty partition records that the
+    source had nothing); rows outside ``days`` are an error when it is given. Nothing is written
+    unless every row is valid.
+    """
+    symbol = check_symbol(keys["symbol"])
+    frame = sorted_by_time(frame, time_column, f"{symbol} {table}")
+    by_day = split_by_day(frame, time_column)
     if days is not None:
         stray = sorted(set(by_day) - set(days))
         if stray:
             raise SourceDataError(
-                f"source returned {symbol} rows on {stray[0]} outside the requested days "
+                f"source returned {symbol} {table} rows on {stray[0]} outside the requested days "
                 f"{days[0]}..{days[-1]}"
             )
         by_day = {day: by_day.get(day, frame.clear()) for day in days}
     landed = []
     for day, rows in sorted(by_day.items()):
-        keys = {"symbol": symbol, "interval": interval, "date": day}
-        path = lake.write_partition("raw", "klines", keys, rows)
-        landed.append(LandedPartition(symbol, interval, day, path, rows.height))
-        log.info("landed %s %s %s: %d rows", symbol, interval, day, rows.height)
+        path = lake.write_partition("raw", table, {**keys, "date": day}, rows)
+        landed.append(LandedPartition(symbol, day, path, rows.height, keys.get("interval")))
+        log.info("landed %s %s %s: %d rows", table, " ".join(keys.values()), day, rows.height)
     return landed
 
 
-def validated(frame: pl.DataFrame, symbol: str) -> pl.DataFrame:
-    nulls = frame.select(pl.col("open_time").null_count()).item()
+def sorted_by_time(frame: pl.DataFrame, time_column: str, what: str) -> pl.DataFrame:
+    nulls = frame.select(pl.col(time_column).null_count()).item()
     if nulls:
-        raise SourceDataError(f"{nulls} {symbol} kline rows have no open_time")
-    return frame.sort("open_time", maintain_order=True)
+        raise SourceDataError(f"{nulls} {what} rows have no {time_column}")
+    return frame.sort(time_column, maintain_order=True)
 
 
 def with_ingested_at(frame: pl.DataFrame, ingested_at: dt.datetime | None) -> pl.DataFrame:
@@ -106,10 +144,10 @@ def with_ingested_at(frame: pl.DataFrame, ingested_at: dt.datetime | None) -> pl
     return frame.with_columns(pl.lit(stamp).cast(TIMESTAMP).alias("ingested_at"))
 
 
-def split_by_day(frame: pl.DataFrame) -> dict[dt.date, pl.DataFrame]:
+def split_by_day(frame: pl.DataFrame, time_column: str) -> dict[dt.date, pl.DataFrame]:
     if frame.is_empty():
         return {}
-    parts = frame.with_columns(pl.col("open_time").dt.date().alias("_day")).partition_by(
+    parts = frame.with_columns(pl.col(time_column).dt.date().alias("_day")).partition_by(
         "_day", as_dict=True, include_key=False
     )
     return {key[0]: rows for key, rows in parts.items()}

@@ -11,9 +11,14 @@ from pathlib import Path
 
 import polars as pl
 
-from dagster_project.errors import InvalidRequestError, UnknownSymbolError, UnsupportedIntervalError
+from dagster_project.errors import (
+    InvalidRequestError,
+    SourceCapabilityError,
+    UnknownSymbolError,
+    UnsupportedIntervalError,
+)
 from dagster_project.ingest import binance_rest, binance_vision, freqtrade, simulator
-from dagster_project.ingest.landing import KlineSource
+from dagster_project.ingest.landing import KlineSource, TradeSource
 from dagster_project.klines import TimeRange
 
 SOURCE_KINDS = ("simulator", "binance", "vision", "freqtrade")
@@ -63,6 +68,16 @@ class SimulatorSource:
     def fetch_klines(self, symbol: str, interval: str, time_range: TimeRange) -> pl.DataFrame:
         return simulator.simulate_klines(symbol, interval, time_range, self.config)
 
+    def fetch_agg_trades(self, symbol: str, time_range: TimeRange) -> pl.DataFrame:
+        return simulator.simulate_agg_trades(symbol, time_range, self.config)
+
+    def fetch_depth_snapshots(
+        self, symbol: str, time_range: TimeRange, cadence_s: float, levels: int
+    ) -> pl.DataFrame:
+        return simulator.simulate_depth_snapshots(
+            symbol, time_range, cadence_s=cadence_s, levels=levels, config=self.config
+        )
+
 
 @dataclass
 class RestSource:
@@ -73,6 +88,10 @@ class RestSource:
         with binance_rest.BinanceRestClient(self.config) as client:
             return client.fetch_klines(symbol, interval, time_range)
 
+    def fetch_agg_trades(self, symbol: str, time_range: TimeRange) -> pl.DataFrame:
+        with binance_rest.BinanceRestClient(self.config) as client:
+            return client.fetch_agg_trades(symbol, time_range)
+
 
 @dataclass
 class VisionSource:
@@ -81,6 +100,9 @@ class VisionSource:
 
     def fetch_klines(self, symbol: str, interval: str, time_range: TimeRange) -> pl.DataFrame:
         return binance_vision.fetch_klines(symbol, interval, time_range, self.config)
+
+    def fetch_agg_trades(self, symbol: str, time_range: TimeRange) -> pl.DataFrame:
+        return binance_vision.fetch_agg_trades(symbol, time_range, self.config)
 
 
 @dataclass
@@ -107,3 +129,23 @@ class FreqtradeSource:
         return frame.filter(
             pl.col("open_time").is_between(time_range.start, time_range.end, closed="left")
         )
+
+
+def depth_snapshot_source(source: KlineSource) -> SimulatorSource:
+    """The source itself when it can produce depth snapshots for past days (the simulator)."""
+    if isinstance(source, SimulatorSource):
+        return source
+    raise SourceCapabilityError(
+        f"source {source.name!r} has no order-book history: Binance publishes no spot depth "
+        "history, so depth for a past day exists only if it was recorded (`candlelake "
+        "collect-depth`) or replayed from a recording (market_source.depth_recordings)"
+    )
+
+
+def trade_source(source: KlineSource) -> TradeSource:
+    if not hasattr(source, "fetch_agg_trades"):
+        raise SourceCapabilityError(
+            f"source {source.name!r} provides klines only, no trades; use simulator, binance or "
+            "vision for raw/agg_trades"
+        )
+    return source  # type: ignore[return-value]

@@ -1,7 +1,14 @@
-"""Binance REST klines client: paging by time, request-weight accounting, retries.
+"""Binance REST market-data client: klines, aggregate trades and depth snapshots.
 
-``BinanceRestClient(config).fetch_klines(symbol, interval, time_range)`` returns the klines of
-``[start, end)`` as the contract frame (``klines.RAW_KLINE_SCHEMA``, ``source="binance_rest"``).
+``BinanceRestClient(config)`` is the one entry point (all frames carry ``source="binance_rest"``):
+
+- ``fetch_klines(symbol, interval, time_range)``: the klines of ``[start, end)`` as
+  ``klines.RAW_KLINE_SCHEMA``.
+- ``fetch_agg_trades(symbol, time_range)``: every aggregate trade with trade time ``T`` in
+  ``[start, end)`` as ``schemas.AGG_TRADE_SCHEMA``.
+- ``depth_snapshot(symbol, limit)``: one ``/depth`` answer as a ``DepthSnapshot``;
+  ``DepthSnapshot.to_frame(levels)`` / ``depth_snapshots_frame`` give ``DEPTH_SNAPSHOT_SCHEMA`` rows
+  (top N levels, ``ts`` = local receive time) for REST polling.
 
 How it behaves:
 
@@ -23,19 +30,34 @@ How it behaves:
   anything else -> ``BinanceAPIError`` with code, msg and URL.
 - **Counters.** ``client.stats`` counts requests, weight, 429s, retries and seconds waited.
 
-Weights (Binance docs): spot klines 2, spot exchangeInfo 20; USD-M futures klines 1/2/5/10 by
-``limit`` (<100, <500, <=1000, >1000), futures exchangeInfo 1. Spot allows 6000 weight per minute,
-USD-M futures 2400. The ``1s`` interval exists on spot only; futures klines allow ``limit`` up to
-1500 (the client keeps 1000, the cheapest rows-per-weight there).
+- **Aggregate trades, paged by id.** Binance pages ``/aggTrades`` by ``fromId``; a time filter
+  needs both ``startTime`` and ``endTime`` less than an hour apart. So the first request asks for
+  ``startTime = start`` and ``endTime = min(end, start + 1 h) - 1 ms`` (an empty hour moves the
+  window on by an hour, until the range ends), and every later request asks for
+  ``fromId = last a + 1`` and ``limit = trades_page_limit`` (1000), until a page reaches a trade
+  at or after ``end`` or comes back short (Binance has no newer trades). Pages therefore neither
+  overlap nor leave holes; trades outside ``[start, end)`` are dropped; ids must rise strictly
+  (else ``SourceDataError``), and a jump in ids between pages is logged (Binance skipped them).
+- **Depth snapshots.** ``limit`` is checked before any request (spot 1..5000; USD-M futures one of
+  5, 10, 20, 50, 100, 500, 1000) and charged its weight. Levels must be sorted (bids descending,
+  asks ascending) and uncrossed, else ``SourceDataError``.
+
+Weights (Binance docs): spot klines 2, spot aggTrades 4, spot depth 5/25/50/250 for ``limit``
+1-100/101-500/501-1000/1001-5000, spot exchangeInfo 20; USD-M futures klines 1/2/5/10 by ``limit``
+(<100, <500, <=1000, >1000), futures aggTrades 20, futures depth 2/5/10/20 for ``limit``
+5-50/100/500/1000, futures exchangeInfo 1. Spot allows 6000 weight per minute, USD-M futures 2400.
+The ``1s`` interval exists on spot only; futures klines allow ``limit`` up to 1500 (the client
+keeps 1000, the cheapest rows-per-weight there). aggTrades allow ``limit`` up to 1000 on both.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,11 +82,15 @@ from dagster_project.errors import (
 )
 from dagster_project.klines import (
     INTERVALS,
+    TIMESTAMP,
+    UTC,
     TimeRange,
     empty_klines,
     interval_length,
     klines_from_binance_rows,
+    normalise_epoch_to_us,
 )
+from dagster_project.schemas import AGG_TRADE_SCHEMA, DEPTH_SNAPSHOT_SCHEMA, conform_to, empty
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +121,14 @@ _MARKET_INTERVALS = {
 }
 _WEIGHT_HEADER = "x-mbx-used-weight-1m"
 
+_AGG_TRADES_WEIGHT = {"spot": 4, "futures_um": 20}
+_AGG_TRADES_MAX_LIMIT = 1000  # both markets
+# Binance refuses (-1127) an aggTrades request whose endTime - startTime is an hour or more.
+_AGG_TRADES_WINDOW_MS = 3_600_000
+_SPOT_DEPTH_MAX_LIMIT = 5000
+# USD-M futures accept only these depth limits; the value is the request weight.
+_FUTURES_DEPTH_WEIGHTS = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
+
 
 @dataclass(frozen=True)
 class BinanceRestConfig:
@@ -123,6 +157,8 @@ class BinanceRestConfig:
     backoff_max_s: float = 30.0
     # Rows per klines request (Binance max: spot 1000; futures 1500, but 1000 is cheaper per row).
     page_limit: int = 1000
+    # Trades per aggTrades request (Binance max 1000 on both markets; the weight is per request).
+    trades_page_limit: int = 1000
 
     def __post_init__(self) -> None:
         if self.market not in _API_PREFIX:
@@ -133,6 +169,11 @@ class BinanceRestConfig:
             raise InvalidRequestError(
                 f"page_limit {self.page_limit} is out of range for {self.market}; expected "
                 f"1..{_MAX_PAGE_LIMIT[self.market]}"
+            )
+        if not 1 <= self.trades_page_limit <= _AGG_TRADES_MAX_LIMIT:
+            raise InvalidRequestError(
+                f"trades_page_limit {self.trades_page_limit} is out of range; expected "
+                f"1..{_AGG_TRADES_MAX_LIMIT}"
             )
 
     @classmethod
@@ -171,6 +212,49 @@ class RequestStats:
     @property
     def waited_s(self) -> float:
         return self.throttle_wait_s + self.backoff_wait_s + self.rate_limit_wait_s
+
+
+Level = tuple[float, float]  # (price, quantity)
+
+
+@dataclass(frozen=True)
+class DepthSnapshot:
+    """One ``/depth`` answer: the order book as of ``last_update_id``, best levels first."""
+
+    symbol: str
+    last_update_id: int  # Binance's "lastUpdateId": syncs the book with the diff-depth stream
+    bids: list[Level]  # highest price first
+    asks: list[Level]  # lowest price first
+    received_at: dt.datetime  # local UTC time the response was decoded
+    transaction_time: dt.datetime | None = None  # USD-M futures "T" (matching engine); spot: None
+
+    def to_frame(self, levels: int | None = None, source: str = SOURCE) -> pl.DataFrame:
+        """This snapshot as one ``DEPTH_SNAPSHOT_SCHEMA`` row (see ``depth_snapshots_frame``)."""
+        return depth_snapshots_frame([self], levels, source)
+
+
+def depth_snapshots_frame(
+    snapshots: Iterable[DepthSnapshot], levels: int | None = None, source: str = SOURCE
+) -> pl.DataFrame:
+    """One ``DEPTH_SNAPSHOT_SCHEMA`` row per snapshot, in the order given: ``ts`` is the local
+    receive time and each side keeps its best ``levels`` levels (all of them when None)."""
+    if levels is not None and levels < 1:
+        raise InvalidRequestError(f"levels={levels}; expected a positive number of levels or None")
+    rows = [
+        {
+            "ts": snapshot.received_at,
+            "last_update_id": snapshot.last_update_id,
+            "bid_prices": [price for price, _ in snapshot.bids[:levels]],
+            "bid_sizes": [qty for _, qty in snapshot.bids[:levels]],
+            "ask_prices": [price for price, _ in snapshot.asks[:levels]],
+            "ask_sizes": [qty for _, qty in snapshot.asks[:levels]],
+            "source": source,
+        }
+        for snapshot in snapshots
+    ]
+    return (
+        pl.DataFrame(rows, schema=DEPTH_SNAPSHOT_SCHEMA) if rows else empty(DEPTH_SNAPSHOT_SCHEMA)
+    )
 
 
 class BinanceRestClient:
@@ -234,6 +318,58 @@ class BinanceRestClient:
                 return
             start_ms = int(rows[-1][0]) + step_ms
 
+    def fetch_agg_trades(self, symbol: str, time_range: TimeRange) -> pl.DataFrame:
+        """Every aggregate trade of ``symbol`` with trade time in ``[start, end)``, by id, validated
+        first (see the module docstring for the paging)."""
+        self.validate_symbol(symbol)
+        pages = list(self.iter_agg_trade_pages(symbol, time_range))
+        return pl.concat(pages) if pages else empty(AGG_TRADE_SCHEMA)
+
+    def iter_agg_trade_pages(self, symbol: str, time_range: TimeRange) -> Iterator[pl.DataFrame]:
+        """One ``AGG_TRADE_SCHEMA`` frame per aggTrades request that returned trades in range,
+        oldest first; the first by time window, the rest by ``fromId``."""
+        start, end = time_range.start, time_range.end
+        start_ms, end_ms = _floor_ms(start), _ceil_ms(end)  # every ms holding part of the range
+        limit = self.config.trades_page_limit
+        rows, covered_to_ms = self._first_agg_trades(symbol, start_ms, end_ms)
+        last_id: int | None = None
+        while rows:
+            last_id = _check_agg_trade_ids(rows, last_id, symbol)
+            page = agg_trades_from_binance_rows(rows, SOURCE)
+            in_range = page.filter(pl.col("ts") >= start, pl.col("ts") < end)
+            if in_range.height:
+                yield in_range
+            if page["ts"][-1] >= end:
+                return
+            if len(rows) < limit and covered_to_ms >= end_ms - 1:
+                return  # nothing more in the range (or, after a fromId page, nothing newer)
+            rows = self._agg_trades_page(symbol, {"fromId": last_id + 1, "limit": limit})
+            covered_to_ms = end_ms
+
+    def depth_snapshot(self, symbol: str, limit: int = 1000) -> DepthSnapshot:
+        """The order book of ``symbol`` (``limit`` levels a side at most), validated first."""
+        weight = self.depth_weight(limit)
+        self.validate_symbol(symbol)
+        body = self._get_json("depth", {"symbol": symbol, "limit": limit}, weight)
+        received_at = dt.datetime.fromtimestamp(self._clock(), UTC)
+        return depth_snapshot_from_binance(body, symbol, received_at)
+
+    def depth_weight(self, limit: int) -> int:
+        """The request weight of ``/depth?limit=limit``; raises for a limit Binance refuses."""
+        if self.config.market == "spot":
+            if not 1 <= limit <= _SPOT_DEPTH_MAX_LIMIT:
+                raise InvalidRequestError(
+                    f"depth limit {limit} is out of range for spot; expected "
+                    f"1..{_SPOT_DEPTH_MAX_LIMIT}"
+                )
+            return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+        if limit not in _FUTURES_DEPTH_WEIGHTS:
+            raise InvalidRequestError(
+                f"depth limit {limit} is not offered on Binance {self.config.market}; expected "
+                f"one of {', '.join(map(str, _FUTURES_DEPTH_WEIGHTS))}"
+            )
+        return _FUTURES_DEPTH_WEIGHTS[limit]
+
     def exchange_info(self) -> dict[str, Any]:
         """The market's exchangeInfo body, fetched once per client."""
         if self._exchange_info is None:
@@ -245,6 +381,10 @@ class BinanceRestClient:
     def validate(self, symbol: str, interval: str) -> None:
         """Raise unless ``interval`` is offered and ``symbol`` listed; warn if it is not TRADING."""
         self.check_interval(interval)
+        self.validate_symbol(symbol)
+
+    def validate_symbol(self, symbol: str) -> None:
+        """Raise unless exchangeInfo lists ``symbol``; warn if it is not TRADING."""
         listing = {s["symbol"]: s for s in self.exchange_info().get("symbols", [])}
         entry = listing.get(symbol)
         if entry is None:
@@ -252,7 +392,7 @@ class BinanceRestClient:
         status = entry.get("status", "TRADING")
         if status != "TRADING":
             log.warning(
-                "%s on %s has status %s (not TRADING); klines may stop early or be missing",
+                "%s on %s has status %s (not TRADING); its data may stop early or be missing",
                 symbol,
                 self.config.market,
                 status,
@@ -293,6 +433,37 @@ class BinanceRestClient:
             raise SourceDataError(
                 f"klines response for {symbol} {interval} is a {type(body).__name__}; "
                 f"expected a JSON array of kline arrays: {str(body)[:200]}"
+            )
+        return body
+
+    # -- aggTrades pages --------------------------------------------------------------------------
+
+    def _first_agg_trades(
+        self, symbol: str, start_ms: int, end_ms: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The first non-empty page of trades from ``start_ms``, asked for by time window (less
+        than an hour each, as Binance requires), and the last ms that window covered."""
+        window_start = start_ms
+        while window_start < end_ms:
+            window_end = min(end_ms, window_start + _AGG_TRADES_WINDOW_MS) - 1
+            params = {
+                "startTime": window_start,
+                "endTime": window_end,
+                "limit": self.config.trades_page_limit,
+            }
+            rows = self._agg_trades_page(symbol, params)
+            if rows:
+                return rows, window_end
+            window_start = window_end + 1
+        return [], end_ms
+
+    def _agg_trades_page(self, symbol: str, params: Mapping[str, int]) -> list[dict[str, Any]]:
+        weight = _AGG_TRADES_WEIGHT[self.config.market]
+        body = self._get_json("aggTrades", {"symbol": symbol, **params}, weight)
+        if not isinstance(body, list) or not all(isinstance(row, dict) for row in body):
+            raise SourceDataError(
+                f"aggTrades response for {symbol} is a {type(body).__name__}; expected a JSON "
+                f"array of aggregate-trade objects: {str(body)[:200]}"
             )
         return body
 
@@ -504,6 +675,143 @@ def _klines_weight(market: str, limit: int) -> int:
     return 5 if limit <= 1000 else 10
 
 
+def agg_trades_from_binance_rows(
+    rows: Sequence[Mapping[str, Any]], source: str = SOURCE
+) -> pl.DataFrame:
+    """Binance aggregate-trade objects (``a p q f l T m``; ``M`` ignored) as ``AGG_TRADE_SCHEMA``.
+
+    Prices and quantities may be strings (as Binance sends them) or numbers; times ms or µs.
+    """
+    columns: dict[str, list[Any]] = {name: [] for name in _AGG_TRADE_FIELDS}
+    for index, row in enumerate(rows):
+        try:
+            values = [parse(row[key]) for key, (_, parse) in _AGG_TRADE_FIELDS.items()]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SourceDataError(
+                f"aggregate trade {index} is malformed ({type(exc).__name__}: {exc}): "
+                f"{dict(row)!r}; expected keys a, p, q, f, l, T (numbers) and m (boolean)"
+            ) from None
+        for name, value in zip(_AGG_TRADE_FIELDS, values, strict=True):
+            columns[name].append(value)
+    frame = pl.DataFrame(
+        {column: columns[key] for key, (column, _) in _AGG_TRADE_FIELDS.items()},
+        schema={
+            "agg_trade_id": pl.Int64,
+            "price": pl.Float64,
+            "qty": pl.Float64,
+            "first_trade_id": pl.Int64,
+            "last_trade_id": pl.Int64,
+            "ts": pl.Int64,
+            "is_buyer_maker": pl.Boolean,
+        },
+    )
+    frame = frame.with_columns(
+        normalise_epoch_to_us(pl.col("ts")).cast(TIMESTAMP), pl.lit(source).alias("source")
+    )
+    return conform_to(frame, AGG_TRADE_SCHEMA, "agg_trades")
+
+
+def depth_snapshot_from_binance(body: Any, symbol: str, received_at: dt.datetime) -> DepthSnapshot:
+    """A ``/depth`` body (``lastUpdateId``, ``bids``, ``asks``; futures add ``E`` and ``T``) as a
+    ``DepthSnapshot``, checked: levels are [price, qty] pairs, sorted best first, not crossed."""
+    if not isinstance(body, dict) or not {"lastUpdateId", "bids", "asks"} <= body.keys():
+        raise SourceDataError(
+            f"depth response for {symbol} is {str(body)[:200]!r}; expected an object with "
+            "lastUpdateId, bids and asks"
+        )
+    try:
+        last_update_id = int(body["lastUpdateId"])
+        bids = [(float(price), float(qty)) for price, qty in body["bids"]]
+        asks = [(float(price), float(qty)) for price, qty in body["asks"]]
+    except (TypeError, ValueError) as exc:
+        raise SourceDataError(
+            f"depth response for {symbol} holds a malformed value ({exc}); expected an integer "
+            "lastUpdateId and levels as [price, qty] pairs of numbers"
+        ) from None
+    _check_sorted(bids, descending=True, side="bids", symbol=symbol)
+    _check_sorted(asks, descending=False, side="asks", symbol=symbol)
+    if bids and asks and bids[0][0] >= asks[0][0]:
+        raise SourceDataError(
+            f"depth response for {symbol} is crossed: best bid {bids[0][0]} >= best ask "
+            f"{asks[0][0]}; expected best bid < best ask"
+        )
+    engine_ms = body.get("T")
+    transaction_time = (
+        dt.datetime.fromtimestamp(int(engine_ms) / 1000, UTC) if engine_ms is not None else None
+    )
+    return DepthSnapshot(symbol, last_update_id, bids, asks, received_at, transaction_time)
+
+
+def _strict_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"m is {value!r}, not a boolean")
+    return value
+
+
+# Wire key -> (contract column, parser). bool() would accept anything, so "m" must be a boolean.
+_AGG_TRADE_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "a": ("agg_trade_id", int),
+    "p": ("price", float),
+    "q": ("qty", float),
+    "f": ("first_trade_id", int),
+    "l": ("last_trade_id", int),
+    "T": ("ts", int),
+    "m": ("is_buyer_maker", _strict_bool),
+}
+
+
+def _check_sorted(levels: list[Level], descending: bool, side: str, symbol: str) -> None:
+    prices = [price for price, _ in levels]
+    pairs = zip(prices, prices[1:], strict=False)
+    bad = next((i for i, (a, b) in enumerate(pairs) if (a <= b if descending else a >= b)), None)
+    if bad is not None:
+        order = "descending" if descending else "ascending"
+        raise SourceDataError(
+            f"depth response for {symbol}: {side} level {bad + 1} price {prices[bad + 1]} follows "
+            f"{prices[bad]}; expected strictly {order} prices, best first"
+        )
+
+
+def _check_agg_trade_ids(rows: list[dict[str, Any]], previous: int | None, symbol: str) -> int:
+    """The page's last id, after checking ids rise strictly within it and from ``previous``."""
+    try:
+        ids = [int(row["a"]) for row in rows]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SourceDataError(
+            f"aggTrades page for {symbol} has a row without an integer id 'a' ({exc})"
+        ) from None
+    if previous is not None and ids[0] != previous + 1:
+        if ids[0] <= previous:
+            raise SourceDataError(
+                f"aggTrades page for {symbol} asked from id {previous + 1} starts at {ids[0]}; "
+                "expected ids after the previous page"
+            )
+        log.warning(
+            "%s aggregate trade ids jump from %d to %d: Binance has no trades %d..%d",
+            symbol, previous, ids[0], previous + 1, ids[0] - 1,
+        )  # fmt: skip
+    bad = next((i for i in range(1, len(ids)) if ids[i] <= ids[i - 1]), None)
+    if bad is not None:
+        raise SourceDataError(
+            f"aggTrades page for {symbol} has id {ids[bad]} after {ids[bad - 1]}; expected "
+            "strictly rising aggregate trade ids"
+        )
+    return ids[-1]
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+_MS = dt.timedelta(milliseconds=1)
+
+
+def _floor_ms(value: dt.datetime) -> int:
+    """Epoch ms of ``value``, rounded down (exact integer arithmetic, no float error)."""
+    return (value - _EPOCH) // _MS
+
+
+def _ceil_ms(value: dt.datetime) -> int:
+    return -((_EPOCH - value) // _MS)
+
+
 def _rows_in_range(rows: list[list[Any]], start_ms: int, end_ms: int) -> list[list[Any]]:
     """``rows`` opening in ``[start_ms, end_ms)``; a page wholly outside it is a broken source."""
     kept = [row for row in rows if start_ms <= int(row[0]) < end_ms]
@@ -560,6 +868,10 @@ __all__ = [
     "BASE_URLS",
     "BinanceRestClient",
     "BinanceRestConfig",
+    "DepthSnapshot",
     "RequestStats",
+    "agg_trades_from_binance_rows",
     "config_from_preset",
+    "depth_snapshot_from_binance",
+    "depth_snapshots_frame",
 ]

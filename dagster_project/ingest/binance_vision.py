@@ -1,25 +1,32 @@
-"""Binance Vision (data.binance.vision) kline archives: the fast path for history.
+"""Binance Vision (data.binance.vision) kline and aggTrades archives: the fast path for history.
 
-``fetch_klines`` plans which archives cover a time range (monthly zips for whole past months, daily
-zips for the rest), downloads each into a local cache (resumable with HTTP Range, retried with
-backoff, verified against its published ``.CHECKSUM``), parses the CSV inside into the klines
-contract (``RAW_KLINE_SCHEMA``) and returns the rows in ``[start, end)``.
+``fetch_klines`` / ``fetch_agg_trades`` plan which archives cover a time range (monthly zips for
+whole past months, daily zips for the rest), download each into a local cache (resumable with HTTP
+Range, retried with backoff, verified against its published ``.CHECKSUM``), parse the CSV inside
+into the contract (``RAW_KLINE_SCHEMA`` / ``AGG_TRADE_SCHEMA``) and return the rows in
+``[start, end)`` (by open time / trade time).
 
 Layout of the source (and of the cache, which mirrors it)::
 
     data/{spot|futures/um}/{monthly|daily}/klines/SYMBOL/INTERVAL/SYMBOL-INTERVAL-YYYY-MM[-DD].zip
+    data/{spot|futures/um}/{monthly|daily}/aggTrades/SYMBOL/SYMBOL-aggTrades-YYYY-MM[-DD].zip
     ...and beside each zip ``<zip>.CHECKSUM`` holding ``<sha256>  <zip name>``
 
 A zip in the cache with its ``.CHECKSUM`` beside it has been verified and is never downloaded again.
 Spot CSVs have no header; futures CSVs have one from 2022 on; spot files from 2025-01-01 carry
-microsecond timestamps, everything else milliseconds (decided per value).
+microsecond timestamps, everything else milliseconds (decided per value). aggTrades CSVs hold
+``agg_trade_id, price, quantity, first_trade_id, last_trade_id, transact_time, is_buyer_maker``
+plus ``is_best_match`` on spot (dropped), booleans as ``True``/``False`` (spot) or
+``true``/``false`` (futures).
 """
 
 from __future__ import annotations
 
 import calendar
 import contextlib
+import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import logging
 import math
@@ -53,6 +60,7 @@ from dagster_project.klines import (
     interval_length,
     normalise_epoch_to_us,
 )
+from dagster_project.schemas import AGG_TRADE_COLUMNS, AGG_TRADE_SCHEMA, empty
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +70,7 @@ SOURCE = "binance_vision"
 MARKETS: dict[str, str] = {"spot": "spot", "futures_um": "futures/um"}
 
 Period = Literal["monthly", "daily"]
+Dataset = Literal["klines", "aggTrades"]
 _T = TypeVar("_T")
 _A = TypeVar("_A")
 
@@ -112,26 +121,31 @@ class VisionConfig:
 
 @dataclass(frozen=True)
 class VisionArchive:
-    """One published kline archive: a calendar month or a UTC day of one symbol and interval."""
+    """One published archive: a calendar month or a UTC day of one symbol's klines (of one
+    interval) or aggregate trades."""
 
     market: str
     symbol: str
-    interval: str
+    interval: str  # the kline interval; "" for aggTrades
     period: Period
     day: dt.date  # the first day of the month for a monthly archive
+    dataset: Dataset = "klines"
+
+    @property
+    def label(self) -> str:
+        """What the archive holds, as Binance names it in file names: ``1m``, ``aggTrades``."""
+        return self.interval if self.dataset == "klines" else self.dataset
 
     @property
     def name(self) -> str:
         stamp = self.day.strftime("%Y-%m" if self.period == "monthly" else "%Y-%m-%d")
-        return f"{self.symbol}-{self.interval}-{stamp}.zip"
+        return f"{self.symbol}-{self.label}-{stamp}.zip"
 
     @property
     def path(self) -> str:
         """The path below the base URL (and below the cache directory)."""
-        return (
-            f"data/{MARKETS[self.market]}/{self.period}/klines/"
-            f"{self.symbol}/{self.interval}/{self.name}"
-        )
+        folder = f"{self.symbol}/{self.interval}" if self.dataset == "klines" else self.symbol
+        return f"data/{MARKETS[self.market]}/{self.period}/{self.dataset}/{folder}/{self.name}"
 
     def url(self, base_url: str) -> str:
         return f"{base_url.rstrip('/')}/{self.path}"
@@ -142,7 +156,7 @@ class VisionArchive:
             return [self]
         count = calendar.monthrange(self.day.year, self.day.month)[1]
         return [
-            VisionArchive(self.market, self.symbol, self.interval, "daily", self.day.replace(day=d))
+            dataclasses.replace(self, period="daily", day=self.day.replace(day=d))
             for d in range(1, count + 1)
         ]
 
@@ -182,6 +196,22 @@ def fetch_klines(
         return client.fetch_klines(symbol, interval, time_range, today=today)
 
 
+def fetch_agg_trades(
+    symbol: str,
+    time_range: TimeRange,
+    config: VisionConfig | None = None,
+    *,
+    today: dt.date | None = None,
+) -> pl.DataFrame:
+    """Aggregate trades of ``symbol`` with trade time in ``[start, end)`` from Binance Vision.
+
+    Rows come in ``AGG_TRADE_SCHEMA``, sorted by agg_trade_id, with source ``binance_vision``; the
+    planning, checksums, resume and cache are those of ``fetch_klines``.
+    """
+    with VisionClient(config) as client:
+        return client.fetch_agg_trades(symbol, time_range, today=today)
+
+
 def plan_archives(
     symbol: str,
     interval: str,
@@ -190,18 +220,38 @@ def plan_archives(
     *,
     market: str = "spot",
 ) -> list[VisionArchive]:
-    """The archives covering ``time_range``, oldest first.
+    """The kline archives covering ``time_range``, oldest first.
 
     A calendar month wholly inside the range that ended before the current month (``today``'s,
     UTC) is one monthly archive; every other day that overlaps the range is a daily archive.
     Days from ``today`` on are not published yet and are left out.
     """
     interval_length(interval)
-    symbol = _checked_symbol(symbol)
-    if market not in MARKETS:
-        raise InvalidRequestError(
-            f"unknown market {market!r}; expected one of {', '.join(MARKETS)}"
-        )
+    template = VisionArchive(_checked_market(market), _checked_symbol(symbol), interval, "daily",
+                             time_range.start.date())  # fmt: skip
+    return _plan(template, time_range, today)
+
+
+def plan_agg_trade_archives(
+    symbol: str,
+    time_range: TimeRange,
+    today: dt.date | None = None,
+    *,
+    market: str = "spot",
+) -> list[VisionArchive]:
+    """The aggTrades archives covering ``time_range``, oldest first (planned like klines)."""
+    template = VisionArchive(
+        _checked_market(market), _checked_symbol(symbol), "", "daily", time_range.start.date(),
+        dataset="aggTrades",
+    )  # fmt: skip
+    return _plan(template, time_range, today)
+
+
+def _plan(template: VisionArchive, time_range: TimeRange, today: dt.date | None) -> list:
+    """``plan_archives`` for any dataset: ``template`` names the market, symbol and dataset."""
+    monthly = functools.partial(dataclasses.replace, template, period="monthly")
+    daily = functools.partial(dataclasses.replace, template, period="daily")
+    symbol = template.symbol
     today = today or dt.datetime.now(UTC).date()
     current_month = today.replace(day=1)
     last_day = (time_range.end - dt.timedelta(microseconds=1)).date()
@@ -213,10 +263,10 @@ def plan_archives(
             _midnight(month) >= time_range.start and _midnight(next_month) <= time_range.end
         )
         if day == month and whole_month_inside and next_month <= current_month:
-            archives.append(VisionArchive(market, symbol, interval, "monthly", month))
+            archives.append(monthly(day=month))
             day = next_month
         else:
-            archives.append(VisionArchive(market, symbol, interval, "daily", day))
+            archives.append(daily(day=day))
             day += dt.timedelta(days=1)
     if last_day >= today:
         logger.debug("Binance Vision has no archives for %s on or after %s yet", symbol, today)
@@ -224,7 +274,7 @@ def plan_archives(
 
 
 class VisionClient:
-    """Downloads, verifies, caches and parses Binance Vision kline archives."""
+    """Downloads, verifies, caches and parses Binance Vision kline and aggTrades archives."""
 
     def __init__(self, config: VisionConfig | None = None, http: httpx.Client | None = None):
         self.config = config or VisionConfig()
@@ -258,24 +308,42 @@ class VisionClient:
     ) -> pl.DataFrame:
         """See the module-level ``fetch_klines``."""
         plan = plan_archives(symbol, interval, time_range, today, market=self.config.market)
-        logger.info(
-            "Binance Vision %s %s %s [%s, %s): %d archives planned",
-            self.config.market,
-            symbol,
-            interval,
-            time_range.start.isoformat(),
-            time_range.end.isoformat(),
-            len(plan),
+        return self._fetch(plan, time_range, read_vision_zip, empty_klines(), "open_time")
+
+    def fetch_agg_trades(
+        self, symbol: str, time_range: TimeRange, *, today: dt.date | None = None
+    ) -> pl.DataFrame:
+        """See the module-level ``fetch_agg_trades``."""
+        plan = plan_agg_trade_archives(symbol, time_range, today, market=self.config.market)
+        empty_trades = empty(AGG_TRADE_SCHEMA)
+        return self._fetch(
+            plan, time_range, read_agg_trades_zip, empty_trades, "ts", "agg_trade_id"
         )
-        paths = self.download_all(plan)
-        frames = self._map(read_vision_zip, paths)
-        frame = pl.concat(frames, how="vertical") if frames else empty_klines()
+
+    def _fetch(
+        self,
+        plan: Sequence[VisionArchive],
+        time_range: TimeRange,
+        read: Callable[[Path], pl.DataFrame],
+        empty_frame: pl.DataFrame,
+        time_column: str,
+        sort_column: str | None = None,
+    ) -> pl.DataFrame:
+        """Download ``plan``, parse each archive with ``read``; the rows whose ``time_column`` is in
+        ``[start, end)``, sorted by ``sort_column`` (default: the time column)."""
+        what = " ".join((self.config.market, plan[0].symbol, plan[0].label)) if plan else "nothing"
+        logger.info(
+            "Binance Vision %s [%s, %s): %d archives planned",
+            what, time_range.start.isoformat(), time_range.end.isoformat(), len(plan),
+        )  # fmt: skip
+        frames = self._map(read, self.download_all(plan))
+        frame = pl.concat(frames, how="vertical") if frames else empty_frame
         frame = frame.filter(
-            pl.col("open_time") >= time_range.start, pl.col("open_time") < time_range.end
-        ).sort("open_time")
+            pl.col(time_column) >= time_range.start, pl.col(time_column) < time_range.end
+        ).sort(sort_column or time_column)
         with self._stats_lock:
             self.stats.rows += frame.height
-        logger.info("Binance Vision %s %s %s: %s", self.config.market, symbol, interval, self.stats)
+        logger.info("Binance Vision %s: %s", what, self.stats)
         return frame
 
     def download_all(self, archives: Sequence[VisionArchive]) -> list[Path]:
@@ -292,7 +360,7 @@ class VisionClient:
             elif path is None:
                 logger.info(
                     "%s is not published (HTTP 404): no %s %s data for %s",
-                    archive.name, archive.symbol, archive.interval, archive.day.isoformat(),
+                    archive.name, archive.symbol, archive.label, archive.day.isoformat(),
                 )  # fmt: skip
         if fallback:
             found = [p for p in found if p is not None] + self.download_all(fallback)
@@ -447,33 +515,113 @@ class VisionClient:
 
 # -- parsing --------------------------------------------------------------------------------------
 
+
+@dataclass(frozen=True)
+class _CsvLayout:
+    """One kind of Vision CSV: its columns in file order, and how a row may look."""
+
+    kind: str  # names the kind in error messages
+    columns: dict[str, pl.DataType]  # every column a row may have, in file order
+    min_fields: int  # the columns after this many are optional (but the same in every row)
+    expected: str  # how a good row looks, for error messages
+
+    @functools.cached_property
+    def required(self) -> list[str]:
+        return list(self.columns)[: self.min_fields]
+
+
 # Binance's 12 kline fields as they appear in Vision CSVs (the futures header calls trades "count").
-_CSV_SCHEMA: dict[str, pl.DataType] = {
-    "open_time": pl.Int64(),
-    "open": pl.Float64(),
-    "high": pl.Float64(),
-    "low": pl.Float64(),
-    "close": pl.Float64(),
-    "volume": pl.Float64(),
-    "close_time": pl.Int64(),
-    "quote_volume": pl.Float64(),
-    "trades": pl.Int64(),
-    "taker_buy_base_volume": pl.Float64(),
-    "taker_buy_quote_volume": pl.Float64(),
-    "ignore": pl.String(),
-}
-_REQUIRED = list(_CSV_SCHEMA)[:11]
-_INTEGER_FIELDS = {"open_time", "close_time", "trades"}
-_FLOAT_FIELDS = [name for name in _REQUIRED if name not in _INTEGER_FIELDS]
-_EXPECTED_ROW = (
-    "expected 12 comma-separated numbers: open_time,open,high,low,close,volume,close_time,"
-    "quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore"
+_KLINES = _CsvLayout(
+    kind="kline",
+    columns={
+        "open_time": pl.Int64(),
+        "open": pl.Float64(),
+        "high": pl.Float64(),
+        "low": pl.Float64(),
+        "close": pl.Float64(),
+        "volume": pl.Float64(),
+        "close_time": pl.Int64(),
+        "quote_volume": pl.Float64(),
+        "trades": pl.Int64(),
+        "taker_buy_base_volume": pl.Float64(),
+        "taker_buy_quote_volume": pl.Float64(),
+        "ignore": pl.String(),
+    },
+    min_fields=11,
+    expected=(
+        "expected 12 comma-separated numbers: open_time,open,high,low,close,volume,close_time,"
+        "quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore"
+    ),
+)
+# aggTrades as in Vision CSVs (named as in the futures header); spot adds is_best_match.
+_AGG_TRADES = _CsvLayout(
+    kind="aggTrades",
+    columns={
+        "agg_trade_id": pl.Int64(),
+        "price": pl.Float64(),
+        "quantity": pl.Float64(),
+        "first_trade_id": pl.Int64(),
+        "last_trade_id": pl.Int64(),
+        "transact_time": pl.Int64(),
+        "is_buyer_maker": pl.Boolean(),
+        "is_best_match": pl.Boolean(),
+    },
+    min_fields=7,
+    expected=(
+        "expected 7 or 8 comma-separated fields: agg_trade_id,price,quantity,first_trade_id,"
+        "last_trade_id,transact_time,is_buyer_maker[,is_best_match] (booleans true or false)"
+    ),
 )
 
 
 def read_vision_zip(path: Path | str, source: str = SOURCE) -> pl.DataFrame:
     """The klines in a Vision archive, which must hold exactly one CSV."""
-    path = Path(path)
+    data, name = _read_single_csv(Path(path))
+    return read_vision_csv(data, name, source)
+
+
+def read_agg_trades_zip(path: Path | str, source: str = SOURCE) -> pl.DataFrame:
+    """The aggregate trades in a Vision aggTrades archive, which must hold exactly one CSV."""
+    data, name = _read_single_csv(Path(path))
+    return read_agg_trades_csv(data, name, source)
+
+
+def read_vision_csv(
+    path_or_bytes: Path | str | bytes, name: str | None = None, source: str = SOURCE
+) -> pl.DataFrame:
+    """A Vision kline CSV (header or not, ms or µs times) as the klines contract.
+
+    ``path_or_bytes`` is a file path or the CSV's bytes; ``name`` labels it in error messages. A
+    malformed row raises ``SourceDataError`` naming the file, the line and its content.
+    """
+    raw = _parse_csv(*_csv_bytes(path_or_bytes, name), _KLINES)
+    return raw.with_columns(
+        normalise_epoch_to_us(pl.col("open_time")).cast(TIMESTAMP),
+        normalise_epoch_to_us(pl.col("close_time")).cast(TIMESTAMP),
+        pl.lit(source, pl.String).alias("source"),
+    ).select(RAW_KLINE_COLUMNS)
+
+
+def read_agg_trades_csv(
+    path_or_bytes: Path | str | bytes, name: str | None = None, source: str = SOURCE
+) -> pl.DataFrame:
+    """A Vision aggTrades CSV (header or not, 7 or 8 fields, ms or µs times) as
+    ``AGG_TRADE_SCHEMA``; arguments and errors as for ``read_vision_csv``."""
+    raw = _parse_csv(*_csv_bytes(path_or_bytes, name), _AGG_TRADES)
+    return raw.select(
+        pl.col("agg_trade_id"),
+        normalise_epoch_to_us(pl.col("transact_time")).cast(TIMESTAMP).alias("ts"),
+        pl.col("price"),
+        pl.col("quantity").alias("qty"),
+        pl.col("first_trade_id"),
+        pl.col("last_trade_id"),
+        pl.col("is_buyer_maker"),
+        pl.lit(source, pl.String).alias("source"),
+    ).select(AGG_TRADE_COLUMNS)
+
+
+def _read_single_csv(path: Path) -> tuple[bytes, str]:
+    """The bytes of the one CSV in the zip at ``path``, and a name for it in error messages."""
     try:
         with zipfile.ZipFile(path) as archive:
             members = [info for info in archive.infolist() if not info.is_dir()]
@@ -487,34 +635,33 @@ def read_vision_zip(path: Path | str, source: str = SOURCE) -> pl.DataFrame:
             f"{path} is truncated or corrupt ({exc}); expected a complete zip archive holding one "
             "CSV; delete it to download it again"
         ) from exc
-    return read_vision_csv(data, f"{path.name}/{members[0].filename}", source)
+    return data, f"{path.name}/{members[0].filename}"
 
 
-def read_vision_csv(
-    path_or_bytes: Path | str | bytes, name: str | None = None, source: str = SOURCE
-) -> pl.DataFrame:
-    """A Vision kline CSV (header or not, ms or µs times) as the klines contract.
-
-    ``path_or_bytes`` is a file path or the CSV's bytes; ``name`` labels it in error messages. A
-    malformed row raises ``SourceDataError`` naming the file, the line and its content.
-    """
+def _csv_bytes(path_or_bytes: Path | str | bytes, name: str | None) -> tuple[bytes, str]:
     if isinstance(path_or_bytes, bytes):
-        data, name = path_or_bytes, name or "<csv bytes>"
-    else:
-        data, name = Path(path_or_bytes).read_bytes(), name or str(path_or_bytes)
+        return path_or_bytes, name or "<csv bytes>"
+    return Path(path_or_bytes).read_bytes(), name or str(path_or_bytes)
+
+
+def _parse_csv(data: bytes, name: str, layout: _CsvLayout) -> pl.DataFrame:
+    """The rows of a CSV of ``layout`` with its column types: a fast polars parse, and a slow
+    line-by-line pass only to name the first bad line when the fast parse finds a problem."""
     header = _has_header(data)
+    fields = _field_count(data, header)
+    if fields is None:
+        return pl.DataFrame(schema=layout.columns)
+    if not layout.min_fields <= fields <= len(layout.columns):
+        raise _malformed(data, name, header, layout, fields, None)
+    schema = dict(list(layout.columns.items())[:fields])
     try:
-        raw = pl.read_csv(data, has_header=False, skip_rows=int(header), schema=_CSV_SCHEMA)
+        raw = pl.read_csv(data, has_header=False, skip_rows=int(header), schema=schema)
     except pl.exceptions.PolarsError as exc:
-        raise _malformed(data, name, header, exc) from exc
-    raw = _drop_blank_lines(raw)
-    if raw.select(_bad_value_mask().any()).item():
-        raise _malformed(data, name, header, None)
-    return raw.with_columns(
-        normalise_epoch_to_us(pl.col("open_time")).cast(TIMESTAMP),
-        normalise_epoch_to_us(pl.col("close_time")).cast(TIMESTAMP),
-        pl.lit(source, pl.String).alias("source"),
-    ).select(RAW_KLINE_COLUMNS)
+        raise _malformed(data, name, header, layout, fields, exc) from exc
+    raw = _drop_blank_lines(raw, layout)
+    if raw.select(_bad_value_mask(layout, raw.columns).any()).item():
+        raise _malformed(data, name, header, layout, fields, None)
+    return raw
 
 
 def _has_header(data: bytes) -> bool:
@@ -523,42 +670,79 @@ def _has_header(data: bytes) -> bool:
     return bool(first and first.group(1)[:1].isalpha())
 
 
-def _drop_blank_lines(raw: pl.DataFrame) -> pl.DataFrame:
+def _field_count(data: bytes, header: bool) -> int | None:
+    """The number of fields on the first data line; None when there is no data line."""
+    start = 0
+    if header:
+        start = data.find(b"\n") + 1
+        if start == 0:  # the header is all there is
+            return None
+    while start < len(data):
+        end = data.find(b"\n", start)
+        end = len(data) if end < 0 else end
+        line = data[start:end].strip()
+        if line:
+            return line.count(b",") + 1
+        start = end + 1
+    return None
+
+
+def _drop_blank_lines(raw: pl.DataFrame, layout: _CsvLayout) -> pl.DataFrame:
     """polars reads an empty line as a row of nulls; such lines hold no data."""
-    blank = pl.all_horizontal(pl.col(_REQUIRED).is_null())
+    blank = pl.all_horizontal(pl.col(layout.required).is_null())
     return raw.filter(~blank) if raw.select(blank.any()).item() else raw
 
 
-def _bad_value_mask() -> pl.Expr:
-    missing = [pl.col(name).is_null() for name in _REQUIRED]
-    not_finite = [~pl.col(name).is_finite() for name in _FLOAT_FIELDS]
+def _bad_value_mask(layout: _CsvLayout, present: list[str]) -> pl.Expr:
+    """Rows with a missing value (a short row leaves nulls) or a non-finite number; a free-text
+    column (klines' ``ignore``) may be empty."""
+    checked = [name for name in present if layout.columns[name] != pl.String()]
+    missing = [pl.col(name).is_null() for name in checked]
+    floats = [name for name in checked if layout.columns[name] == pl.Float64()]
+    not_finite = [~pl.col(name).is_finite() for name in floats]
     return pl.any_horizontal(*missing, *not_finite)
 
 
-def _malformed(data: bytes, name: str, header: bool, cause: Exception | None) -> SourceDataError:
-    """The error for the first bad line (a slow pass, run only once the fast parse failed)."""
+def _malformed(
+    data: bytes,
+    name: str,
+    header: bool,
+    layout: _CsvLayout,
+    fields: int,
+    cause: Exception | None,
+) -> SourceDataError:
+    """The error for the first bad line (a slow pass, run only once the fast parse failed).
+
+    ``fields`` is the first data line's field count, which every line must match."""
     for number, line in enumerate(data.decode("utf-8", "replace").split("\n"), start=1):
         line = line.rstrip("\r")
         if (number == 1 and header) or not line.strip():
             continue
-        problem = _row_problem(line.split(","))
+        problem = _row_problem(line.split(","), layout, fields)
         if problem:
             shown = line if len(line) <= 200 else line[:200] + "…"
             return SourceDataError(
-                f"{name}, line {number}: {problem} in {shown!r}; {_EXPECTED_ROW}"
+                f"{name}, line {number}: {problem} in {shown!r}; {layout.expected}"
             )
-    return SourceDataError(f"{name}: not a Binance kline CSV ({cause}); {_EXPECTED_ROW}")
+    return SourceDataError(f"{name}: not a Binance {layout.kind} CSV ({cause}); {layout.expected}")
 
 
-def _row_problem(fields: list[str]) -> str | None:
-    if len(fields) not in (11, 12):
-        return f"{len(fields)} fields"
-    for column, value in zip(_REQUIRED, fields, strict=False):
+def _row_problem(values: list[str], layout: _CsvLayout, fields: int) -> str | None:
+    if len(values) != fields or not layout.min_fields <= fields <= len(layout.columns):
+        return f"{len(values)} fields"
+    for column, value in zip(layout.columns, values, strict=False):
+        dtype = layout.columns[column]
+        if dtype == pl.Boolean():
+            if value.strip().lower() not in ("true", "false"):
+                return f"{column} is {value!r}, not true or false"
+            continue
+        if dtype == pl.String():
+            continue
+        integer = dtype == pl.Int64()
         try:
-            number = int(value) if column in _INTEGER_FIELDS else float(value)
+            number = int(value) if integer else float(value)
         except ValueError:
-            kind = "an integer" if column in _INTEGER_FIELDS else "a number"
-            return f"{column} is {value!r}, not {kind}"
+            return f"{column} is {value!r}, not {'an integer' if integer else 'a number'}"
         if not math.isfinite(number):
             return f"{column} is {value!r}, not a finite number"
     return None
@@ -642,6 +826,14 @@ def _exclusive_lock(lock_path: Path) -> Iterator[None]:
 # -- small helpers --------------------------------------------------------------------------------
 
 _SYMBOL = re.compile(r"[A-Z0-9]{2,30}")
+
+
+def _checked_market(market: str) -> str:
+    if market not in MARKETS:
+        raise InvalidRequestError(
+            f"unknown market {market!r}; expected one of {', '.join(MARKETS)}"
+        )
+    return market
 
 
 def _checked_symbol(symbol: str) -> str:

@@ -3,15 +3,27 @@
 ``FakeBinance`` listens on 127.0.0.1 (port 0, so the OS picks a free one), serves in a background
 thread and speaks Binance's wire format byte for byte where it matters:
 
-- ``/api/v3/{klines,exchangeInfo,ping,time}`` (spot rules) and ``/fapi/v1/...`` (USD-M futures
-  rules: ``limit`` up to 1500, weight by ``limit``, no ``1s`` interval).
+- ``/api/v3/{klines,aggTrades,depth,exchangeInfo,ping,time}`` (spot rules) and ``/fapi/v1/...``
+  (USD-M futures rules: klines ``limit`` up to 1500 and weight by ``limit``, no ``1s`` interval,
+  aggTrades weight 20 and no ``M`` field, depth ``limit`` only 5/10/20/50/100/500/1000 and the
+  body carries ``E`` and ``T``).
 - Klines come from a dict ``(symbol, interval) -> rows`` of Binance's 12-field arrays (times as int
   ms, prices and volumes as strings, trades as int, a final ``"0"``), either real rows
   (``load_real_klines``) or ``SyntheticKlines`` generated on demand in the same format. Selection
   follows Binance: ascending, ``startTime <= open_time <= endTime``, at most ``limit`` rows
   (default 500); the most recent rows when no ``startTime`` is sent.
+- Aggregate trades come from ``symbol -> trades``: real objects (``load_real_agg_trades``) or
+  ``SyntheticAggTrades`` (deterministic, consecutive ids, ``l + 1 == next f``). Selection follows
+  Binance: ascending by id; ``fromId`` (inclusive), ``startTime``/``endTime`` (inclusive, less than
+  an hour apart or ``-1127``), at most ``limit`` (default 500, max 1000); the most recent trades
+  when neither ``fromId`` nor ``startTime`` is sent. Only ``startTime`` (unverified on the real
+  API): every trade from then on.
+- Depth comes from ``symbol -> body`` (``load_real_depths``, ``synthetic_depth_body``), cut to
+  ``limit`` levels a side (spot: default 100, 1..5000, more is cut to 5000; futures: default 500);
+  weights 5/25/50/250 (spot) and 2/5/10/20 (futures) by ``limit``.
 - Errors are Binance's ``{"code": .., "msg": ..}`` bodies with HTTP 400: ``-1121`` unknown symbol,
-  ``-1120`` bad interval, ``-1130`` bad ``limit``, ``-1102`` missing parameter.
+  ``-1120`` bad interval, ``-1130`` bad ``limit``, ``-1102`` missing parameter, ``-1127`` a
+  ``startTime``/``endTime`` window of an hour or more.
 - Every response carries ``X-MBX-USED-WEIGHT-1M`` and ``X-MBX-USED-WEIGHT``. With
   ``weight_limit`` set, a request that would take the window's weight over the limit gets 429,
   ``Retry-After`` (whole seconds to the window's end) and Binance's ``-1003`` body. Windows are
@@ -69,6 +81,10 @@ SPOT_INTERVALS_MS: dict[str, int] = {
 FUTURES_INTERVALS_MS: dict[str, int] = {k: v for k, v in SPOT_INTERVALS_MS.items() if k != "1s"}
 
 
+FUTURES_DEPTH_WEIGHTS: dict[int, int] = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
+SPOT_DEPTH_MAX_LEVELS = 5000
+
+
 @dataclass(frozen=True)
 class MarketRules:
     """What differs between Binance's spot (``/api/v3``) and USD-M futures (``/fapi/v1``) APIs."""
@@ -77,9 +93,15 @@ class MarketRules:
     intervals: Mapping[str, int]
     max_limit: int
     exchange_info_weight: int
+    agg_trades_weight: int
+    default_depth_limit: int
+
+    @property
+    def is_spot(self) -> bool:
+        return self.prefix == "/api/v3"
 
     def klines_weight(self, limit: int) -> int:
-        if self.prefix == "/api/v3":
+        if self.is_spot:
             return 2
         if limit < 100:
             return 1
@@ -87,11 +109,31 @@ class MarketRules:
             return 2
         return 5 if limit <= 1000 else 10
 
+    def depth_limit_ok(self, limit: int) -> bool:
+        return limit >= 1 if self.is_spot else limit in FUTURES_DEPTH_WEIGHTS
 
-SPOT = MarketRules("/api/v3", SPOT_INTERVALS_MS, max_limit=1000, exchange_info_weight=20)
-FUTURES_UM = MarketRules("/fapi/v1", FUTURES_INTERVALS_MS, max_limit=1500, exchange_info_weight=1)
+    def depth_weight(self, limit: int) -> int:
+        """The weight charged; a futures limit Binance refuses is charged as its default."""
+        if not self.is_spot:
+            return FUTURES_DEPTH_WEIGHTS.get(limit, FUTURES_DEPTH_WEIGHTS[self.default_depth_limit])
+        if limit <= 100:
+            return 5
+        return 25 if limit <= 500 else 50 if limit <= 1000 else 250
+
+
+SPOT = MarketRules(
+    "/api/v3", SPOT_INTERVALS_MS, max_limit=1000, exchange_info_weight=20, agg_trades_weight=4,
+    default_depth_limit=100,
+)  # fmt: skip
+FUTURES_UM = MarketRules(
+    "/fapi/v1", FUTURES_INTERVALS_MS, max_limit=1500, exchange_info_weight=1,
+    agg_trades_weight=20, default_depth_limit=500,
+)  # fmt: skip
 MARKETS: dict[str, MarketRules] = {SPOT.prefix: SPOT, FUTURES_UM.prefix: FUTURES_UM}
 DEFAULT_KLINES_LIMIT = 500  # Binance's default when no limit is sent
+DEFAULT_AGG_TRADES_LIMIT = 500
+MAX_AGG_TRADES_LIMIT = 1000
+AGG_TRADES_MAX_WINDOW_MS = 3_600_000  # endTime - startTime must be less than this
 
 
 # ------------------------------------------------------------------------------------------------
@@ -198,8 +240,9 @@ def synthetic_series(
     symbol: str, interval: str, start: dt.datetime | int, count: int, seed: int = 0
 ) -> SyntheticKlines:
     start_ms = start if isinstance(start, int) else int(start.timestamp() * 1000)
-    symbol_seed = seed ^ sum(ord(c) << (i % 24) for i, c in enumerate(symbol))
-    return SyntheticKlines(start_ms, SPOT_INTERVALS_MS[interval], count, seed=symbol_seed)
+    return SyntheticKlines(
+        start_ms, SPOT_INTERVALS_MS[interval], count, seed=seed ^ _symbol_seed(symbol)
+    )
 
 
 def _units(seed: int, i: np.ndarray, salt: int) -> np.ndarray:
@@ -214,6 +257,147 @@ def _units(seed: int, i: np.ndarray, salt: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------
+# Aggregate trades and order books: real bodies or synthetic ones
+# ------------------------------------------------------------------------------------------------
+
+AggTradeRow = dict[str, Any]
+
+
+class AggTradeSeries(Protocol):
+    """Aggregate trades of one symbol, ascending by id (and so by time)."""
+
+    ids: np.ndarray  # int64, strictly rising
+    times: np.ndarray  # int64 ms, non-decreasing
+
+    def rows_between(self, lo: int, hi: int) -> list[AggTradeRow]: ...
+
+
+def select_agg_trades(
+    series: AggTradeSeries,
+    from_id: int | None,
+    start_ms: int | None,
+    end_ms: int | None,
+    limit: int,
+) -> list[AggTradeRow]:
+    """Binance's selection: ids >= ``from_id``, times in ``[start_ms, end_ms]``, at most ``limit``
+    from the oldest match; the most recent ``limit`` when neither ``from_id`` nor ``start_ms``."""
+    lo, hi = 0, len(series.ids)
+    if from_id is not None:
+        lo = int(np.searchsorted(series.ids, from_id, side="left"))
+    if start_ms is not None:
+        lo = max(lo, int(np.searchsorted(series.times, start_ms, side="left")))
+    if end_ms is not None:
+        hi = int(np.searchsorted(series.times, end_ms, side="right"))
+    if from_id is None and start_ms is None:
+        lo = max(lo, hi - limit)
+    return series.rows_between(lo, min(hi, lo + limit)) if hi > lo else []
+
+
+class RowAggTrades:
+    """A series held as Binance's trade objects (real captures), served exactly as given."""
+
+    def __init__(self, rows: Sequence[AggTradeRow]):
+        self.rows = sorted(rows, key=lambda row: int(row["a"]))
+        self.ids = np.array([int(row["a"]) for row in self.rows], dtype=np.int64)
+        self.times = np.array([int(row["T"]) for row in self.rows], dtype=np.int64)
+
+    def rows_between(self, lo: int, hi: int) -> list[AggTradeRow]:
+        return [dict(row) for row in self.rows[lo:hi]]
+
+
+class SyntheticAggTrades:
+    """``count`` deterministic aggregate trades from ``start_ms`` (numpy arrays, rows on demand).
+
+    Ids are consecutive from ``first_id``; each aggregates 1-3 trades whose ids continue the
+    previous one's (``l + 1 == next f``); gaps between trades are 0..2 x ``mean_gap_ms`` (so some
+    trades share a millisecond), plus ``pauses`` (trade index -> extra ms before it) for quiet
+    hours. Prices walk on a 0.01 tick. Not market-realistic: it exercises wire format and paging.
+    """
+
+    def __init__(
+        self,
+        start_ms: int,
+        count: int,
+        *,
+        first_id: int = 1_000_000,
+        first_trade_id: int = 5_000_000,
+        mean_gap_ms: int = 500,
+        base_price: float = 30_000.0,
+        seed: int = 0,
+        pauses: Mapping[int, int] | None = None,
+    ):
+        i = np.arange(count, dtype=np.uint64)
+        gaps = np.floor(_units(seed, i, 10) * 2 * mean_gap_ms).astype(np.int64)
+        if count:
+            gaps[0] = 0
+        for index, pause_ms in (pauses or {}).items():
+            gaps[index] += pause_ms
+        self.times = start_ms + np.cumsum(gaps)
+        self.ids = first_id + np.arange(count, dtype=np.int64)
+        per_trade = 1 + np.floor(_units(seed, i, 11) * 3).astype(np.int64)
+        self.last_trade_ids = first_trade_id - 1 + np.cumsum(per_trade)
+        self.first_trade_ids = self.last_trade_ids - per_trade + 1
+        steps = np.floor(_units(seed, i, 12) * 5).astype(np.int64) - 2
+        self.prices = np.round(base_price + 0.01 * np.cumsum(steps), 2)
+        self.quantities = np.round(0.00001 + 0.5 * _units(seed, i, 13), 5)
+        self.buyer_maker = _units(seed, i, 14) < 0.5
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self) -> list[AggTradeRow]:
+        return self.rows_between(0, len(self.ids))
+
+    def rows_between(self, lo: int, hi: int) -> list[AggTradeRow]:
+        columns = zip(
+            self.ids[lo:hi].tolist(), self.prices[lo:hi].tolist(),
+            self.quantities[lo:hi].tolist(), self.first_trade_ids[lo:hi].tolist(),
+            self.last_trade_ids[lo:hi].tolist(), self.times[lo:hi].tolist(),
+            self.buyer_maker[lo:hi].tolist(), strict=True,
+        )  # fmt: skip
+        return [
+            {"a": a, "p": f"{p:.8f}", "q": f"{q:.8f}", "f": f, "l": last, "T": t, "m": m, "M": True}
+            for a, p, q, f, last, t, m in columns
+        ]
+
+
+def synthetic_agg_trades(
+    symbol: str, start: dt.datetime | int, count: int, seed: int = 0, **options: Any
+) -> SyntheticAggTrades:
+    """``SyntheticAggTrades`` for ``symbol`` from ``start`` (UTC datetime or epoch ms); the symbol
+    perturbs the seed. ``options``: ``first_id``, ``mean_gap_ms``, ``pauses``, ..."""
+    start_ms = start if isinstance(start, int) else int(start.timestamp() * 1000)
+    return SyntheticAggTrades(start_ms, count, seed=seed ^ _symbol_seed(symbol), **options)
+
+
+def synthetic_depth_body(
+    levels: int = 1000,
+    *,
+    mid: float = 30_000.0,
+    tick: float = 0.01,
+    last_update_id: int = 40_000_000_000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """A spot ``/depth`` body with ``levels`` levels a side around ``mid``: prices on ``tick``,
+    1-3 ticks apart, best first; quantities and prices as 8-decimal strings like Binance's."""
+    i = np.arange(levels, dtype=np.uint64)
+    sides = {}
+    for side, sign, salt in (("bids", -1, 20), ("asks", 1, 22)):
+        ticks = np.cumsum(1 + np.floor(_units(seed, i, salt) * 3).astype(np.int64))
+        prices = np.round(mid + sign * tick * ticks, 8)
+        quantities = np.round(0.0001 + 2 * _units(seed, i, salt + 1), 5)
+        sides[side] = [
+            [f"{p:.8f}", f"{q:.8f}"]
+            for p, q in zip(prices.tolist(), quantities.tolist(), strict=True)
+        ]
+    return {"lastUpdateId": last_update_id, "bids": sides["bids"], "asks": sides["asks"]}
+
+
+def _symbol_seed(symbol: str) -> int:
+    return sum(ord(c) << (i % 24) for i, c in enumerate(symbol))
+
+
+# ------------------------------------------------------------------------------------------------
 # Real bodies from ../shared/data and synthetic exchangeInfo
 # ------------------------------------------------------------------------------------------------
 
@@ -224,6 +408,27 @@ def load_real_klines(binance_dir: Path) -> dict[tuple[str, str], list[KlineRow]]
     """The real ``/api/v3/klines`` body in ``rest/http_spot_market_klines.json`` (BTCUSDT 1m)."""
     rows = json.loads((binance_dir / "rest" / "http_spot_market_klines.json").read_text())
     return {("BTCUSDT", "1m"): rows}
+
+
+def load_real_agg_trades(binance_dir: Path) -> dict[str, list[AggTradeRow]]:
+    """The real ``/api/v3/aggTrades`` body (BTCUSDT), ``rest/http_spot_market_agg_trades.json``."""
+    rows = json.loads((binance_dir / "rest" / "http_spot_market_agg_trades.json").read_text())
+    return {"BTCUSDT": rows}
+
+
+def load_real_depths(binance_dir: Path) -> dict[str, dict[str, Any]]:
+    """Real spot ``/api/v3/depth`` bodies by symbol: BTCUSDT (``http_spot_market_depth.json``, 10
+    levels) and the four ``limit=1000`` captures in ``cryptofeed_BINANCE_depth_responses.txt``
+    (``<url> -> <unix time>: <json>`` a line)."""
+    rest = binance_dir / "rest"
+    bodies = {"BTCUSDT": json.loads((rest / "http_spot_market_depth.json").read_text())}
+    for line in (rest / "cryptofeed_BINANCE_depth_responses.txt").read_text().splitlines():
+        match = _RECORDED_LINE.match(line)
+        if match is None:
+            continue
+        symbol = dict(parse_qsl(urlsplit(match["url"]).query))["symbol"]
+        bodies[symbol] = json.loads(match["body"])
+    return bodies
 
 
 def load_real_exchange_info(binance_dir: Path, complete: bool = False) -> dict[str, Any]:
@@ -402,8 +607,10 @@ class FakeBinance(LocalServer):
     """A threaded local Binance REST server; use as a context manager (``with FakeBinance() as b``).
 
     ``klines``: ``(symbol, interval) -> rows`` (a list of Binance rows or a ``KlineSeries``).
-    ``exchange_info``: the exchangeInfo body (default: synthetic, listing the klines' symbols).
+    ``exchange_info``: the exchangeInfo body (default: synthetic, listing every symbol given).
     ``weight_limit``/``window_s``: request-weight enforcement (None: count and report only).
+    ``agg_trades``: ``symbol -> trades`` (a list of Binance trade objects or an
+    ``AggTradeSeries``). ``depth``: ``symbol -> /depth body`` (all levels; cut per request).
     """
 
     def __init__(
@@ -412,11 +619,19 @@ class FakeBinance(LocalServer):
         exchange_info: Mapping[str, Any] | None = None,
         weight_limit: int | None = None,
         window_s: float = 60.0,
+        agg_trades: Mapping[str, Sequence[AggTradeRow] | AggTradeSeries] | None = None,
+        depth: Mapping[str, Mapping[str, Any]] | None = None,
     ):
         self.series: dict[tuple[str, str], KlineSeries] = {
             key: _as_series(rows) for key, rows in (klines or {}).items()
         }
-        symbols = sorted({symbol for symbol, _ in self.series})
+        self.agg_trades: dict[str, AggTradeSeries] = {
+            symbol: _as_trades(rows) for symbol, rows in (agg_trades or {}).items()
+        }
+        self.depth: dict[str, Mapping[str, Any]] = dict(depth or {})
+        symbols = sorted(
+            {symbol for symbol, _ in self.series} | set(self.agg_trades) | set(self.depth)
+        )
         self.exchange_info: dict[str, Any] = dict(
             exchange_info or synthetic_exchange_info(symbols, weight_limit or 6000)
         )
@@ -444,6 +659,12 @@ class FakeBinance(LocalServer):
         self, symbol: str, interval: str, rows: Sequence[KlineRow] | KlineSeries
     ) -> None:
         self.series[(symbol, interval)] = _as_series(rows)
+
+    def add_agg_trades(self, symbol: str, rows: Sequence[AggTradeRow] | AggTradeSeries) -> None:
+        self.agg_trades[symbol] = _as_trades(rows)
+
+    def add_depth(self, symbol: str, body: Mapping[str, Any]) -> None:
+        self.depth[symbol] = body
 
     def requests_to(self, endpoint: str) -> list[LoggedRequest]:
         """Logged requests whose path ends with ``endpoint`` (e.g. ``"klines"``)."""
@@ -478,6 +699,13 @@ def _as_series(rows: Sequence[KlineRow] | KlineSeries) -> KlineSeries:
     return rows if hasattr(rows, "select") else RowKlines(rows)  # type: ignore[return-value]
 
 
+def _as_trades(rows: Sequence[AggTradeRow] | AggTradeSeries) -> AggTradeSeries:
+    return rows if hasattr(rows, "rows_between") else RowAggTrades(rows)  # type: ignore[return-value]
+
+
+_ENDPOINTS = ("klines", "aggTrades", "depth", "exchangeInfo", "ping", "time")
+
+
 class _ApiError(Exception):
     def __init__(self, status: int, code: int, msg: str):
         super().__init__(msg)
@@ -498,9 +726,10 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         path, params = split.path, dict(parse_qsl(split.query))
         fault = self.owner._next_fault(path)
+        self._unlogged = (path, params, arrived, fault.kind if fault else None)
         try:
             if fault is not None and fault.kind != "delay":
-                status = self._apply_fault(fault, path, params)
+                self._apply_fault(fault, path, params)
             else:
                 if fault is not None:
                     time.sleep(fault.delay_s)
@@ -508,15 +737,24 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(status, body, used)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. its timeout)
             self.close_connection = True
-            status = 0
-        self.owner._log(path, params, arrived, status, fault.kind if fault else None)
+        self._log_once(0)  # no status line was sent
+
+    _unlogged: tuple[str, dict[str, str], float, str | None] | None = None
+
+    def _log_once(self, status: int) -> None:
+        """Log this request with ``status`` before answering, so the log is complete by the time
+        the client has its reply (tests read it right after the client returns)."""
+        if self._unlogged is not None:
+            path, params, arrived, fault = self._unlogged
+            self._unlogged = None
+            self.owner._log(path, params, arrived, status, fault)
 
     # -- normal answers --------------------------------------------------------------------------
 
     def _route(self, path: str, params: dict[str, str]) -> tuple[int, Any, int]:
         prefix, _, endpoint = path.rpartition("/")
         rules = MARKETS.get(prefix)
-        if rules is None or endpoint not in ("klines", "exchangeInfo", "ping", "time"):
+        if rules is None or endpoint not in _ENDPOINTS:
             return 404, {"code": -1000, "msg": f"Unknown path {path}."}, self.owner.weight.current()
         weight = self._weight(rules, endpoint, params)
         accepted, used, retry_after = self.owner.weight.charge(weight)
@@ -532,9 +770,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _weight(rules: MarketRules, endpoint: str, params: dict[str, str]) -> int:
         if endpoint == "exchangeInfo":
             return rules.exchange_info_weight
+        limit = params.get("limit", "")
         if endpoint == "klines":
-            limit = params.get("limit", "")
             return rules.klines_weight(int(limit) if limit.isdigit() else DEFAULT_KLINES_LIMIT)
+        if endpoint == "aggTrades":
+            return rules.agg_trades_weight
+        if endpoint == "depth":
+            return rules.depth_weight(int(limit) if limit.isdigit() else rules.default_depth_limit)
         return 1
 
     def _answer(self, rules: MarketRules, endpoint: str, params: dict[str, str]) -> Any:
@@ -544,6 +786,10 @@ class _Handler(BaseHTTPRequestHandler):
             return {"serverTime": int(time.time() * 1000)}
         if endpoint == "exchangeInfo":
             return self.owner.exchange_info
+        if endpoint == "aggTrades":
+            return self._agg_trades(rules, params)
+        if endpoint == "depth":
+            return self._depth(rules, params)
         return self._klines(rules, params)
 
     def _klines(self, rules: MarketRules, params: dict[str, str]) -> list[KlineRow]:
@@ -568,14 +814,64 @@ class _Handler(BaseHTTPRequestHandler):
         series = self.owner.series.get((symbol, interval))
         return [] if series is None else series.select(start, end, limit)
 
+    def _agg_trades(self, rules: MarketRules, params: dict[str, str]) -> list[AggTradeRow]:
+        symbol = self._listed_symbol(params)
+        limit = _int_param(params, "limit", DEFAULT_AGG_TRADES_LIMIT)
+        if not 1 <= limit <= MAX_AGG_TRADES_LIMIT:
+            raise _ApiError(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        from_id = _int_param(params, "fromId", None)
+        start, end = _int_param(params, "startTime", None), _int_param(params, "endTime", None)
+        if start is not None and end is not None:
+            if start > end:
+                raise _ApiError(400, -1023, "Start time is greater than end time.")
+            if end - start >= AGG_TRADES_MAX_WINDOW_MS:
+                raise _ApiError(400, -1127, "More than 1 hours between startTime and endTime.")
+        series = self.owner.agg_trades.get(symbol)
+        rows = [] if series is None else select_agg_trades(series, from_id, start, end, limit)
+        if not rules.is_spot:  # USD-M futures trades carry no "M" (best price match)
+            rows = [{key: value for key, value in row.items() if key != "M"} for row in rows]
+        return rows
+
+    def _depth(self, rules: MarketRules, params: dict[str, str]) -> dict[str, Any]:
+        symbol = self._listed_symbol(params)
+        limit = _int_param(params, "limit", rules.default_depth_limit)
+        if not rules.depth_limit_ok(limit):
+            raise _ApiError(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        book = self.owner.depth.get(symbol, {"lastUpdateId": 0, "bids": [], "asks": []})
+        levels = min(limit, SPOT_DEPTH_MAX_LEVELS)
+        body: dict[str, Any] = {"lastUpdateId": book["lastUpdateId"]}
+        if not rules.is_spot:  # futures: message time and matching-engine time
+            now_ms = int(time.time() * 1000)
+            body.update({"E": now_ms, "T": now_ms})
+        body.update({"bids": list(book["bids"][:levels]), "asks": list(book["asks"][:levels])})
+        return body
+
+    def _listed_symbol(self, params: dict[str, str]) -> str:
+        symbol = params.get("symbol", "")
+        if not symbol:
+            raise _ApiError(
+                400,
+                -1102,
+                "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
+            )
+        if not self._listed(symbol):
+            raise _ApiError(400, -1121, "Invalid symbol.")
+        return symbol
+
     def _listed(self, symbol: str) -> bool:
         listed = {s["symbol"] for s in self.owner.exchange_info.get("symbols", [])}
-        return symbol in listed or any(symbol == s for s, _ in self.owner.series)
+        return (
+            symbol in listed
+            or any(symbol == s for s, _ in self.owner.series)
+            or symbol in self.owner.agg_trades
+            or symbol in self.owner.depth
+        )
 
     # -- faults ----------------------------------------------------------------------------------
 
-    def _apply_fault(self, fault: Fault, path: str, params: dict[str, str]) -> int:
-        """Misbehave as ``fault`` says; the HTTP status sent (0: none, the connection was cut)."""
+    def _apply_fault(self, fault: Fault, path: str, params: dict[str, str]) -> None:
+        """Misbehave as ``fault`` says (the request is logged with the status it was sent, 0 when
+        the connection was cut before one)."""
         used = self.owner.weight.current()
         if fault.kind == "429":
             self._retry_after = fault.retry_after
@@ -608,9 +904,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(fault.status, {"code": fault.code, "msg": fault.msg}, used)
         else:
             raise ValueError(f"unknown fault kind {fault.kind!r}")
-        if fault.kind == "reset":
-            return 0
-        return 200 if fault.kind in ("bad_json", "truncate") else fault.status
 
     def _send_5xx(self, status: int, used: int) -> None:
         if status == 500:
@@ -626,6 +919,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_truncated(self, body: Any, used: int) -> None:
         data = json.dumps(body, separators=(",", ":")).encode()
+        self._log_once(200)
         self.send_response(200)
         self._headers(len(data), used, "application/json;charset=UTF-8")
         self.end_headers()
@@ -635,6 +929,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.shutdown(socket.SHUT_RDWR)
 
     def _reset_connection(self) -> None:
+        self._log_once(0)
         self.close_connection = True
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.connection.close()
@@ -653,6 +948,7 @@ class _Handler(BaseHTTPRequestHandler):
         used: int,
         content_type: str = "application/json;charset=UTF-8",
     ) -> None:
+        self._log_once(status)
         self.send_response(status)
         self._headers(len(data), used, content_type)
         self.end_headers()

@@ -297,3 +297,54 @@ def synthetic_kline_csv(
         lines.append(",".join(fields))
         price = close
     return ("\n".join(lines) + "\n").encode()
+
+
+AGG_TRADES_HEADER = (
+    "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker"
+)
+
+
+def synthetic_agg_trades_csv(
+    start: dt.datetime,
+    rows: int,
+    gap_ms: int = 250,
+    *,
+    header: bool = False,
+    microseconds: bool = False,
+    futures: bool = False,
+    first_id: int = 1_000,
+    seed: int = 0,
+) -> bytes:
+    """A Binance Vision aggTrades CSV, deterministic by seed.
+
+    Spot layout by default: 8 fields (``is_best_match`` last), booleans ``True``/``False``.
+    ``futures=True``: 7 fields, booleans ``true``/``false``. ``header=True`` adds the header line
+    (futures files have one). Trade ``i`` is at ``start + i * gap_ms`` plus up to ``gap_ms // 2``
+    ms of jitter (times never decrease); ids are consecutive and each aggregates 1-3 trades whose
+    ids continue the previous one's. Timestamps are ms, or µs (exactly ms x 1000) with
+    ``microseconds=True``.
+    """
+    rng = random.Random(seed)
+    scale = 1_000 if microseconds else 1
+    first_ms = int(start.replace(tzinfo=start.tzinfo or dt.UTC).timestamp() * 1000)
+    header_line = AGG_TRADES_HEADER + ("" if futures else ",is_best_match")
+    lines = [header_line] if header else []
+    price, trade_id = 100.0, 10 * first_id
+    for i in range(rows):
+        price = max(0.01, price + rng.choice((-0.02, -0.01, 0.0, 0.01, 0.02)))
+        count = rng.randint(1, 3)
+        buyer_maker = rng.random() < 0.5
+        fields = [
+            str(first_id + i),
+            f"{price:.8f}",
+            f"{rng.uniform(0.0001, 2):.8f}",
+            str(trade_id),
+            str(trade_id + count - 1),
+            str((first_ms + i * gap_ms + rng.randint(0, gap_ms // 2)) * scale),
+            str(buyer_maker).lower() if futures else str(buyer_maker),
+        ]
+        if not futures:
+            fields.append("True")
+        lines.append(",".join(fields))
+        trade_id += count
+    return ("\n".join(lines) + "\n").encode()

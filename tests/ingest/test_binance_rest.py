@@ -16,6 +16,7 @@ from dagster_project.errors import (
     BinanceAPIError,
     BinanceIPBannedError,
     InvalidRequestError,
+    SourceDataError,
     UnknownSymbolError,
     UnsupportedIntervalError,
 )
@@ -23,14 +24,23 @@ from dagster_project.ingest.binance_rest import (
     BASE_URLS,
     BinanceRestClient,
     BinanceRestConfig,
+    DepthSnapshot,
+    agg_trades_from_binance_rows,
     config_from_preset,
+    depth_snapshot_from_binance,
+    depth_snapshots_frame,
 )
 from dagster_project.klines import RAW_KLINE_SCHEMA, TimeRange, klines_from_binance_rows
+from dagster_project.schemas import AGG_TRADE_SCHEMA, DEPTH_SNAPSHOT_SCHEMA
 from tests.fakes.binance_server import (
     FakeBinance,
     Fault,
+    load_real_agg_trades,
+    load_real_depths,
     load_real_exchange_info,
     load_real_klines,
+    synthetic_agg_trades,
+    synthetic_depth_body,
     synthetic_exchange_info,
     synthetic_kline_rows,
     synthetic_series,
@@ -579,3 +589,399 @@ def test_the_fake_enforces_weight_with_binance_429() -> None:
     assert 1 <= int(second.headers["Retry-After"]) <= 60
     assert second.json()["code"] == -1003
     assert "current limit is 20 request weight per 1 MINUTE" in second.json()["msg"]
+
+
+# == aggregate trades ==============================================================================
+
+HOUR = dt.timedelta(hours=1)
+HOUR_MS = 3_600_000
+
+
+def trades_in(rows: list[dict], time_range: TimeRange) -> pl.DataFrame:
+    """What an exact fetch of ``time_range`` must return: the rows with T in [start, end)."""
+    kept = [r for r in rows if time_range.start_ms <= r["T"] < time_range.end_ms]
+    return agg_trades_from_binance_rows(kept, "binance_rest")
+
+
+def assert_no_duplicates_or_holes(frame: pl.DataFrame) -> None:
+    ids = frame["agg_trade_id"].to_list()
+    assert ids == list(range(ids[0], ids[0] + len(ids)))
+
+
+@pytest.fixture
+def busy_hour() -> Iterator[tuple[FakeBinance, list[dict]]]:
+    """6000 trades at ~0.25 s from START (about 25 minutes), then nothing."""
+    trades = synthetic_agg_trades("BTCUSDT", START, 6000, mean_gap_ms=250)
+    with FakeBinance(agg_trades={"BTCUSDT": trades}) as fake:
+        yield fake, trades.rows()
+
+
+@pytest.mark.parametrize("n_trades", [1, 999, 1000, 1001, 2500])
+def test_agg_trades_paging_is_exact_and_takes_n_over_1000_plus_one_requests(
+    busy_hour, n_trades: int
+) -> None:
+    fake, rows = busy_hour
+    # the range ends just after trade n-1: the trades in it are exactly rows[:n]
+    time_range = TimeRange(START, dt.datetime.fromtimestamp((rows[n_trades]["T"]) / 1000, UTC))
+    assert rows[n_trades]["T"] > rows[n_trades - 1]["T"]
+    with BinanceRestClient(fast_config(fake)) as client:
+        frame = client.fetch_agg_trades("BTCUSDT", time_range)
+
+    assert frame.equals(agg_trades_from_binance_rows(rows[:n_trades], "binance_rest"))
+    assert_no_duplicates_or_holes(frame)
+    requests = fake.requests_to("aggTrades")
+    assert len(requests) == n_trades // 1000 + 1
+    assert requests[0].params == {
+        "symbol": "BTCUSDT",
+        "startTime": str(rows[0]["T"]),
+        "endTime": str(rows[n_trades]["T"] - 1),
+        "limit": "1000",
+    }
+    for number, request in enumerate(requests[1:], start=1):  # then by id, exactly after the last
+        assert request.params == {
+            "symbol": "BTCUSDT",
+            "fromId": str(rows[0]["a"] + 1000 * number),
+            "limit": "1000",
+        }
+    assert client.stats.weight_used == 20 + 4 * len(requests)  # exchangeInfo 20, aggTrades 4
+
+
+def test_multi_hour_range_walks_empty_hours_then_pages_by_id_through_quiet_hours() -> None:
+    # 1500 trades, three silent hours, 2500 trades, five silent hours, 700 trades
+    pauses = {1500: 3 * HOUR_MS, 4000: 5 * HOUR_MS}
+    trades = synthetic_agg_trades("ETHUSDT", START, 4700, mean_gap_ms=1000, pauses=pauses)
+    rows = trades.rows()
+    time_range = TimeRange(START - 2 * HOUR - MINUTE, START + 12 * HOUR)
+    with (
+        FakeBinance(agg_trades={"ETHUSDT": trades}) as fake,
+        BinanceRestClient(fast_config(fake)) as client,
+    ):
+        pages = list(client.iter_agg_trade_pages("ETHUSDT", time_range))
+    frame = pl.concat(pages)
+    assert frame.equals(trades_in(rows, time_range)) and frame.height == 4700
+    assert_no_duplicates_or_holes(frame)
+    assert all(page.schema == pl.Schema(AGG_TRADE_SCHEMA) for page in pages)
+    windows = [r.params for r in fake.requests_to("aggTrades") if "startTime" in r.params]
+    starts = [int(w["startTime"]) for w in windows]
+    assert starts == [time_range.start_ms + k * HOUR_MS for k in range(3)]  # 2 empty hours
+    assert all(int(w["endTime"]) - int(w["startTime"]) == HOUR_MS - 1 for w in windows)
+    by_id = [int(r.params["fromId"]) for r in fake.requests_to("aggTrades")[3:]]
+    assert by_id == [rows[0]["a"] + k * 1000 for k in range(1, 5)]  # 1000 a page, 4700 in all
+    assert [page.height for page in pages] == [1000] * 4 + [700]
+
+
+def test_range_edges_keep_trades_at_start_and_drop_trades_at_end() -> None:
+    ms = int(START.timestamp() * 1000)
+    times = [ms - 1, ms, ms, ms + 5, ms + 9, ms + 10, ms + 10, ms + 11]
+    rows = [
+        {"a": 100 + i, "p": "1.00000000", "q": "2.00000000", "f": 7 + i, "l": 7 + i, "T": t,
+         "m": i % 2 == 0, "M": True}
+        for i, t in enumerate(times)
+    ]  # fmt: skip
+    time_range = TimeRange(START, START + dt.timedelta(milliseconds=10))
+    with (
+        FakeBinance(agg_trades={"BTCUSDT": rows}) as fake,
+        BinanceRestClient(fast_config(fake, trades_page_limit=2)) as client,
+    ):
+        frame = client.fetch_agg_trades("BTCUSDT", time_range)
+        assert frame["agg_trade_id"].to_list() == [101, 102, 103, 104]
+        assert frame.equals(trades_in(rows, time_range))
+        assert [r.params.get("fromId") for r in fake.requests_to("aggTrades")] == [
+            None, "103", "105",
+        ]  # fmt: skip
+        fake.clear_log()
+        # a range with sub-millisecond ends: [ms + 0.5, ms + 9.5) holds the trades at ms+5, ms+9
+        half = dt.timedelta(microseconds=500)
+        inner = TimeRange(START + half, START + dt.timedelta(milliseconds=9) + half)
+        assert client.fetch_agg_trades("BTCUSDT", inner)["agg_trade_id"].to_list() == [103, 104]
+        first = fake.requests_to("aggTrades")[0].params
+        assert (first["startTime"], first["endTime"]) == (str(ms), str(ms + 9))
+
+
+def test_a_range_without_trades_is_an_empty_contract_frame(busy_hour) -> None:
+    fake, _ = busy_hour
+    time_range = TimeRange(START - 3 * HOUR + MINUTE, START)
+    with BinanceRestClient(fast_config(fake)) as client:
+        frame = client.fetch_agg_trades("BTCUSDT", time_range)
+    assert frame.height == 0 and frame.schema == pl.Schema(AGG_TRADE_SCHEMA)
+    windows = [(r.params["startTime"], r.params["endTime"]) for r in fake.requests_to("aggTrades")]
+    assert [(int(a), int(b)) for a, b in windows] == [
+        (time_range.start_ms, time_range.start_ms + HOUR_MS - 1),
+        (time_range.start_ms + HOUR_MS, time_range.start_ms + 2 * HOUR_MS - 1),
+        (time_range.start_ms + 2 * HOUR_MS, time_range.end_ms - 1),
+    ]
+
+
+@pytest.mark.shared_data
+def test_real_agg_trades_body_round_trips_into_the_contract_with_exact_values(
+    shared_binance,
+) -> None:
+    trades = load_real_agg_trades(shared_binance)
+    info = load_real_exchange_info(shared_binance)
+    rows = trades["BTCUSDT"]
+    time_range = TimeRange(
+        dt.datetime(2021, 10, 22, 23, 8, tzinfo=UTC), dt.datetime(2021, 10, 22, 23, 9, tzinfo=UTC)
+    )
+    with (
+        FakeBinance(agg_trades=trades, exchange_info=info) as fake,
+        BinanceRestClient(fast_config(fake)) as client,
+    ):
+        frame = client.fetch_agg_trades("BTCUSDT", time_range)
+
+    assert fake.requests_to("aggTrades")[0].params["startTime"] == "1634944080000"
+    assert frame.height == 10
+    assert frame.schema == pl.Schema(AGG_TRADE_SCHEMA)
+    assert frame.row(0, named=True) == {
+        "agg_trade_id": 966492862,
+        "ts": dt.datetime(2021, 10, 22, 23, 8, 16, 633000, tzinfo=UTC),
+        "price": 60759.6,
+        "qty": 0.00841,
+        "first_trade_id": 1111480471,
+        "last_trade_id": 1111480471,
+        "is_buyer_maker": False,
+        "source": "binance_rest",
+    }
+    assert frame.row(2)[6] is True  # "m": true, the taker sold
+    assert frame["agg_trade_id"].to_list() == [r["a"] for r in rows]
+    assert frame["price"].to_list() == [float(r["p"]) for r in rows]
+    assert frame["qty"].to_list() == [float(r["q"]) for r in rows]
+    assert [int(t.timestamp() * 1000) for t in frame["ts"]] == [r["T"] for r in rows]
+    assert_no_duplicates_or_holes(frame)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault.rate_limited(retry_after=0, path="aggTrades", skip=1),
+        Fault.server_error(500, path="aggTrades", skip=2),
+        Fault.server_error(503, path="aggTrades", skip=1),
+        Fault.truncate(path="aggTrades", skip=2),
+        Fault.reset(path="aggTrades", skip=1),
+    ],
+    ids=["429", "500", "503", "truncated-body", "connection-reset"],
+)
+def test_failures_during_agg_trade_paging_are_retried_without_duplicates_or_holes(
+    busy_hour, fault: Fault
+) -> None:
+    fake, rows = busy_hour
+    fake.script(fault)
+    time_range = TimeRange(START, START + 30 * MINUTE)
+    with BinanceRestClient(fast_config(fake)) as client:
+        frame = client.fetch_agg_trades("BTCUSDT", time_range)
+    assert frame.equals(trades_in(rows, time_range)) and frame.height == 6000
+    assert_no_duplicates_or_holes(frame)
+    assert fake.pending_faults() == 0
+    sent = fake.requests_to("aggTrades")
+    assert len(sent) == 7 + 1  # 6 full pages, the empty page that ends it, one repeated
+    assert len({tuple(sorted(r.params.items())) for r in sent}) == 7
+    assert client.stats.rate_limited + client.stats.retries == 1
+
+
+def test_unknown_symbol_for_agg_trades_and_depth(busy_hour) -> None:
+    fake, _ = busy_hour
+    with BinanceRestClient(fast_config(fake)) as client:
+        with pytest.raises(UnknownSymbolError, match=r"'BTCUSTD' is not listed.*BTCUSDT\?"):
+            client.fetch_agg_trades("BTCUSTD", TimeRange(START, START + MINUTE))
+        with pytest.raises(UnknownSymbolError, match=r"'NOPE' is not listed on Binance spot"):
+            client.depth_snapshot("NOPE", 100)
+        # a symbol the exchange refuses on its own (-1121) maps to the same error
+        with pytest.raises(UnknownSymbolError, match=r"symbol=GONE.*-1121 Invalid symbol"):
+            list(client.iter_agg_trade_pages("GONE", TimeRange(START, START + MINUTE)))
+    assert [r.params.get("symbol") for r in fake.requests_to("aggTrades")] == ["GONE"]
+    assert fake.requests_to("depth") == []
+
+
+def test_futures_agg_trades_use_fapi_and_weigh_20(busy_hour) -> None:
+    fake, rows = busy_hour
+    time_range = TimeRange(START, START + 10 * MINUTE)
+    with BinanceRestClient(fast_config(fake, market="futures_um")) as client:
+        frame = client.fetch_agg_trades("BTCUSDT", time_range)
+    assert frame.equals(trades_in(rows, time_range))
+    assert {r.path for r in fake.requests} == {"/fapi/v1/exchangeInfo", "/fapi/v1/aggTrades"}
+    assert client.stats.weight_used == 1 + 20 * len(fake.requests_to("aggTrades"))
+
+
+def test_agg_trade_pages_that_break_the_id_order_are_refused() -> None:
+    good = synthetic_agg_trades("BTCUSDT", START, 5).rows()
+    swapped = [good[0], good[2], good[1], *good[3:]]
+    with pytest.raises(SourceDataError, match=r"aggregate trade 1 is malformed"):
+        agg_trades_from_binance_rows([good[0], {**good[1], "m": "false"}])
+    with (
+        FakeBinance(agg_trades={"BTCUSDT": good}) as fake,
+        BinanceRestClient(fast_config(fake)) as client,
+    ):
+        fake.agg_trades["BTCUSDT"].rows = swapped  # a server that sends ids out of order
+        with pytest.raises(SourceDataError, match=r"id 1000001 after 1000002"):
+            client.fetch_agg_trades("BTCUSDT", TimeRange(START, START + MINUTE))
+
+
+# == depth snapshots ===============================================================================
+
+
+@pytest.mark.shared_data
+def test_real_depth_body_gives_a_snapshot_with_exact_levels(shared_binance) -> None:
+    depths = load_real_depths(shared_binance)
+    info = synthetic_exchange_info(sorted(depths))
+    with (
+        FakeBinance(depth=depths, exchange_info=info) as fake,
+        BinanceRestClient(fast_config(fake)) as client,
+    ):
+        before = dt.datetime.now(UTC)
+        snapshot = client.depth_snapshot("BTCUSDT", limit=5)
+        nkn = client.depth_snapshot("NKNUSDT")  # a real limit=1000 answer: 609 bids, 1000 asks
+
+    assert snapshot.symbol == "BTCUSDT"
+    assert snapshot.last_update_id == 14527958487
+    assert snapshot.bids == [
+        (60650.0, 0.00213), (60648.08, 0.06346), (60648.01, 0.0643), (60648.0, 0.09332),
+        (60647.53, 0.19622),
+    ]  # fmt: skip
+    assert snapshot.asks[:3] == [(60650.01, 0.61982), (60653.68, 0.00696), (60653.69, 0.00026)]
+    assert len(snapshot.asks) == 5
+    assert before <= snapshot.received_at <= dt.datetime.now(UTC)
+    assert snapshot.transaction_time is None  # spot sends no "T"
+    assert (nkn.last_update_id, len(nkn.bids), len(nkn.asks)) == (499869752, 609, 1000)
+    assert nkn.bids[0] == (0.3521, 672.0) and nkn.asks[0] == (0.3525, 3959.0)
+    assert [r.params["limit"] for r in fake.requests_to("depth")] == ["5", "1000"]
+    assert client.stats.weight_used == 20 + 5 + 50
+
+    row = snapshot.to_frame(levels=3)
+    assert row.schema == pl.Schema(DEPTH_SNAPSHOT_SCHEMA)
+    assert row.row(0, named=True) == {
+        "ts": snapshot.received_at,
+        "last_update_id": 14527958487,
+        "bid_prices": [60650.0, 60648.08, 60648.01],
+        "bid_sizes": [0.00213, 0.06346, 0.0643],
+        "ask_prices": [60650.01, 60653.68, 60653.69],
+        "ask_sizes": [0.61982, 0.00696, 0.00026],
+        "source": "binance_rest",
+    }
+
+
+@pytest.mark.parametrize(
+    ("market", "limit", "weight"),
+    [
+        ("spot", 1, 5), ("spot", 100, 5), ("spot", 101, 25), ("spot", 500, 25),
+        ("spot", 501, 50), ("spot", 1000, 50), ("spot", 1001, 250), ("spot", 5000, 250),
+        ("futures_um", 5, 2), ("futures_um", 50, 2), ("futures_um", 100, 5),
+        ("futures_um", 500, 10), ("futures_um", 1000, 20),
+    ],
+)  # fmt: skip
+def test_depth_weight_by_limit_is_charged_and_matches_the_server(
+    market: str, limit: int, weight: int
+) -> None:
+    book = {"BTCUSDT": synthetic_depth_body(1200)}
+    with FakeBinance(depth=book, window_s=1e9) as fake:  # one weight window for the whole test
+        with BinanceRestClient(fast_config(fake, market=market)) as client:
+            client.validate_symbol("BTCUSDT")
+            used_before = client.stats.weight_used
+            snapshot = client.depth_snapshot("BTCUSDT", limit)
+        response = fake.requests_to("depth")[0]
+        assert client.stats.weight_used - used_before == weight == client.depth_weight(limit)
+        assert response.params["limit"] == str(limit)
+        used = httpx.get(f"{fake.url}{response.path}", params=response.params).headers
+    assert int(used["X-MBX-USED-WEIGHT-1M"]) == used_before + 2 * weight
+    assert len(snapshot.bids) == len(snapshot.asks) == min(limit, 1200)
+    assert (snapshot.transaction_time is not None) == (market == "futures_um")
+
+
+@pytest.mark.parametrize(
+    ("market", "limit", "expected"),
+    [
+        ("spot", 0, r"depth limit 0 is out of range for spot; expected 1..5000"),
+        ("spot", 5001, r"depth limit 5001 is out of range"),
+        ("futures_um", 7, r"depth limit 7 is not offered on Binance futures_um; expected one of 5"),
+        ("futures_um", 5000, r"depth limit 5000 is not offered"),
+    ],
+)
+def test_invalid_depth_limits_are_refused_before_any_request(
+    market: str, limit: int, expected: str
+) -> None:
+    with FakeBinance(depth={"BTCUSDT": synthetic_depth_body(10)}) as fake:
+        with (
+            BinanceRestClient(fast_config(fake, market=market)) as client,
+            pytest.raises(InvalidRequestError, match=expected),
+        ):
+            client.depth_snapshot("BTCUSDT", limit)
+        assert fake.requests == []
+
+
+def test_depth_snapshots_poll_into_contract_rows_and_bad_books_are_refused() -> None:
+    book = synthetic_depth_body(50, last_update_id=7)
+    with (
+        FakeBinance(depth={"BTCUSDT": book}) as fake,
+        BinanceRestClient(fast_config(fake)) as client,
+    ):
+        polled = [client.depth_snapshot("BTCUSDT", 20) for _ in range(3)]
+        fake.script(Fault.server_error(502, path="depth"))
+        polled.append(client.depth_snapshot("BTCUSDT", 20))  # a 5xx is retried
+    frame = depth_snapshots_frame(polled, levels=10)
+    assert frame.schema == pl.Schema(DEPTH_SNAPSHOT_SCHEMA) and frame.height == 4
+    assert frame["ts"].is_sorted() and frame["last_update_id"].to_list() == [7] * 4
+    assert frame["bid_prices"][0].to_list() == [float(p) for p, _ in book["bids"][:10]]
+    assert frame["ask_sizes"][0].to_list() == [float(q) for _, q in book["asks"][:10]]
+    assert depth_snapshots_frame([]).schema == pl.Schema(DEPTH_SNAPSHOT_SCHEMA)
+    assert polled[0].to_frame()["bid_prices"][0].len() == 20  # levels=None keeps all
+
+    received = dt.datetime(2024, 1, 1, tzinfo=UTC)
+    crossed = {"lastUpdateId": 1, "bids": [["10.0", "1"]], "asks": [["9.5", "1"]]}
+    unsorted = {"lastUpdateId": 1, "bids": [["9.0", "1"], ["9.5", "1"]], "asks": []}
+    with pytest.raises(SourceDataError, match=r"crossed: best bid 10.0 >= best ask 9.5"):
+        depth_snapshot_from_binance(crossed, "X", received)
+    with pytest.raises(SourceDataError, match=r"bids level 1 price 9.5 follows 9.0"):
+        depth_snapshot_from_binance(unsorted, "X", received)
+    with pytest.raises(SourceDataError, match=r"expected an object with lastUpdateId"):
+        depth_snapshot_from_binance([], "X", received)
+    assert isinstance(depth_snapshot_from_binance(book, "X", received), DepthSnapshot)
+
+
+# == the fake speaks Binance's aggTrades and depth =================================================
+
+
+def test_the_fake_follows_binance_agg_trades_and_depth_rules() -> None:
+    trades = synthetic_agg_trades("BTCUSDT", START, 2000, mean_gap_ms=250)
+    with FakeBinance(agg_trades={"BTCUSDT": trades}, window_s=1e9) as fake:  # one weight window
+        fake.add_depth("BTCUSDT", synthetic_depth_body(6000))
+        check_fake_agg_trades_and_depth(fake.url, trades.rows())
+
+
+def check_fake_agg_trades_and_depth(url: str, rows: list[dict]) -> None:
+    get = lambda path, **params: httpx.get(f"{url}{path}", params=params)  # noqa: E731
+    first = rows[0]["a"]
+
+    latest = get("/api/v3/aggTrades", symbol="BTCUSDT")
+    assert latest.json() == rows[-500:]  # no fromId/startTime: the most recent, default 500
+    assert latest.headers["X-MBX-USED-WEIGHT-1M"] == "4"
+    assert (
+        get("/api/v3/aggTrades", symbol="BTCUSDT", fromId=first + 10, limit=3).json()
+        == (rows[10:13])
+    )
+    window = get("/api/v3/aggTrades", symbol="BTCUSDT", startTime=rows[5]["T"],
+                 endTime=rows[8]["T"]).json()  # fmt: skip
+    assert window[0]["T"] >= rows[5]["T"] and window[-1]["T"] == rows[8]["T"]  # both inclusive
+    assert list(window[0]) == ["a", "p", "q", "f", "l", "T", "m", "M"]
+    futures = get("/fapi/v1/aggTrades", symbol="BTCUSDT", fromId=first, limit=2)
+    assert list(futures.json()[0]) == ["a", "p", "q", "f", "l", "T", "m"]  # futures: no "M"
+    assert int(futures.headers["X-MBX-USED-WEIGHT-1M"]) == 4 + 20 + 4 + 4
+
+    too_wide = get("/api/v3/aggTrades", symbol="BTCUSDT", startTime=0, endTime=HOUR_MS)
+    assert (too_wide.status_code, too_wide.json()) == (
+        400,
+        {"code": -1127, "msg": "More than 1 hours between startTime and endTime."},
+    )
+    just_under = get("/api/v3/aggTrades", symbol="BTCUSDT", startTime=0, endTime=HOUR_MS - 1)
+    assert just_under.status_code == 200
+    assert get("/api/v3/aggTrades", symbol="BTCUSDT", limit=1001).json()["code"] == -1130
+    assert get("/api/v3/aggTrades", symbol="NOPE").json() == {
+        "code": -1121,
+        "msg": "Invalid symbol.",
+    }
+    assert all(r["l"] + 1 == n["f"] for r, n in zip(rows, rows[1:], strict=False))
+
+    default = get("/api/v3/depth", symbol="BTCUSDT").json()
+    assert list(default) == ["lastUpdateId", "bids", "asks"] and len(default["bids"]) == 100
+    assert len(get("/api/v3/depth", symbol="BTCUSDT", limit=6000).json()["asks"]) == 5000
+    fut = get("/fapi/v1/depth", symbol="BTCUSDT").json()
+    assert list(fut) == ["lastUpdateId", "E", "T", "bids", "asks"] and len(fut["bids"]) == 500
+    assert get("/fapi/v1/depth", symbol="BTCUSDT", limit=7).json()["code"] == -1130
+    assert get("/api/v3/depth", symbol="BTCUSDT", limit=5000).headers["X-MBX-USED-WEIGHT"]

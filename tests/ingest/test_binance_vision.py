@@ -21,19 +21,26 @@ from dagster_project.errors import (
     SourceDataError,
     UnsupportedIntervalError,
 )
+from dagster_project.ingest.binance_rest import agg_trades_from_binance_rows
 from dagster_project.ingest.binance_vision import (
     VisionArchive,
     VisionClient,
     VisionConfig,
+    fetch_agg_trades,
     fetch_klines,
+    plan_agg_trade_archives,
     plan_archives,
+    read_agg_trades_csv,
+    read_agg_trades_zip,
     read_vision_csv,
     read_vision_zip,
 )
 from dagster_project.klines import RAW_KLINE_SCHEMA, UTC, TimeRange
+from dagster_project.schemas import AGG_TRADE_SCHEMA
 from tests.fakes.vision_server import (
     VisionServer,
     build_vision_tree,
+    synthetic_agg_trades_csv,
     synthetic_kline_csv,
     vision_zip_bytes,
 )
@@ -463,3 +470,195 @@ def test_microsecond_archive_through_the_server_matches_milliseconds(tree, serve
     frame = fetch_klines("BTCUSDT", "1m", TimeRange.for_day(day), config, today=dt.date(2025, 2, 1))
     in_ms = read_vision_csv(synthetic_kline_csv(utc(2025, 1, 2), 60, seed=day.toordinal()))
     assert frame.equals(in_ms)
+
+
+# -- aggTrades ------------------------------------------------------------------------------------
+
+
+def agg_daily(symbol: str, day: str, market: str = "spot") -> str:
+    folder = "spot" if market == "spot" else "futures/um"
+    return f"data/{folder}/daily/aggTrades/{symbol}/{symbol}-aggTrades-{day}.zip"
+
+
+def agg_monthly(symbol: str, month: str) -> str:
+    return f"data/spot/monthly/aggTrades/{symbol}/{symbol}-aggTrades-{month}.zip"
+
+
+def agg_csv(start: dt.datetime, rows: int, gap_ms: int, **kw) -> bytes:
+    """Trades from ``start`` whose ids follow from the start time, so archives never collide."""
+    first_id = int(start.timestamp()) // 60 * 1000
+    return synthetic_agg_trades_csv(start, rows, gap_ms, first_id=first_id, **kw)
+
+
+# A spot aggTrades file as Binance publishes it: no header, 8 fields, True/False.
+SPOT_AGG_LINES = [
+    "416690,0.01633102,4.70443515,595259,595259,1591250548649,True,True",
+    "416691,0.01633100,0.10000000,595260,595262,1591250548649,False,True",
+    "416692,0.01633200,12.00000000,595263,595263,1591250549001,False,True",
+]
+
+
+def test_agg_trades_csv_parses_into_the_contract_with_exact_values():
+    frame = read_agg_trades_csv(("\n".join(SPOT_AGG_LINES) + "\n").encode(), "X.csv")
+    assert frame.schema == pl.Schema(AGG_TRADE_SCHEMA)
+    assert frame.rows() == [
+        (416690, utc(2020, 6, 4, 6, 2, 28, 649_000), 0.01633102, 4.70443515, 595259, 595259, True,
+         "binance_vision"),
+        (416691, utc(2020, 6, 4, 6, 2, 28, 649_000), 0.016331, 0.1, 595260, 595262, False,
+         "binance_vision"),
+        (416692, utc(2020, 6, 4, 6, 2, 29, 1_000), 0.016332, 12.0, 595263, 595263, False,
+         "binance_vision"),
+    ]  # fmt: skip
+
+
+def test_agg_trades_futures_layout_with_header_parses_like_spot():
+    futures = ["agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,"
+               "is_buyer_maker"]  # fmt: skip
+    futures += [line.rsplit(",", 1)[0].replace("True", "true").replace("False", "false")
+                for line in SPOT_AGG_LINES]  # fmt: skip
+    spot = read_agg_trades_csv(("\n".join(SPOT_AGG_LINES) + "\n").encode(), "spot.csv")
+    assert read_agg_trades_csv(("\r\n".join(futures) + "\r\n").encode(), "um.csv").equals(spot)
+    start = utc(2024, 6, 1)
+    plain = read_agg_trades_csv(synthetic_agg_trades_csv(start, 40), "plain.csv")
+    with_header = synthetic_agg_trades_csv(start, 40, header=True)
+    assert with_header.startswith(b"agg_trade_id,price,quantity,")
+    assert read_agg_trades_csv(with_header, "header.csv").equals(plain)
+    futures_csv = synthetic_agg_trades_csv(start, 40, header=True, futures=True)
+    assert b",true\n" in futures_csv or b",false\n" in futures_csv
+    assert read_agg_trades_csv(futures_csv, "um.csv").equals(plain)
+    assert read_agg_trades_csv(b"", "empty.csv").schema == pl.Schema(AGG_TRADE_SCHEMA)
+
+
+def test_agg_trades_in_microseconds_give_the_same_instants_as_milliseconds():
+    start = utc(2025, 1, 1)
+    in_ms = read_agg_trades_csv(synthetic_agg_trades_csv(start, 50), "ms.csv")
+    in_us = read_agg_trades_csv(synthetic_agg_trades_csv(start, 50, microseconds=True), "us.csv")
+    assert in_us.equals(in_ms)
+    # A µs time keeps its sub-millisecond digits (spot files from 2025-01-01 are in µs).
+    line = b"3361178553,93576.00000000,0.00011000,4315370209,4315370209,1735689600011327,True,True"
+    frame = read_agg_trades_csv(line, "BTCUSDT-aggTrades-2025-01-01.csv")
+    assert frame["ts"][0] == utc(2025, 1, 1, 0, 0, 0, 11_327)
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "expected"),
+    [
+        ("7,abc,1,1,1,1717200000000,True,True", "price is 'abc', not a number"),
+        ("7,1,1,1,1,1717200000000,maybe,True", "is_buyer_maker is 'maybe', not true or false"),
+        ("7,1,1,1,1,1717200000000,True", "7 fields"),
+        ("7.5,1,1,1,1,1717200000000,True,True", "agg_trade_id is '7.5', not an integer"),
+        ("7,1,1,1,1,,True,True", "transact_time is '', not an integer"),
+        ("7,1,inf,1,1,1717200000000,True,True", "quantity is 'inf', not a finite number"),
+    ],
+)
+def test_malformed_agg_trade_row_names_file_line_and_content(bad_line, expected):
+    lines = synthetic_agg_trades_csv(utc(2024, 6, 1), 6).decode().splitlines()
+    lines.insert(3, bad_line)  # physical line 4
+    with pytest.raises(SourceDataError) as error:
+        read_agg_trades_csv(("\n".join(lines) + "\n").encode(), "XUSDT-aggTrades-2024-06-01.csv")
+    message = str(error.value)
+    assert "XUSDT-aggTrades-2024-06-01.csv, line 4" in message
+    assert expected in message and bad_line[:20] in message
+    with pytest.raises(SourceDataError, match=r"line 1: 12 fields"):  # a kline file is refused
+        read_agg_trades_csv(synthetic_kline_csv(utc(2024, 6, 1), 3), "not-trades.csv")
+
+
+def test_plan_agg_trade_archives_uses_monthly_and_daily_archives_in_binance_layout():
+    window = TimeRange(utc(2024, 1, 30, 6), utc(2024, 3, 2, 12))
+    plan = plan_agg_trade_archives("btcusdt", window, dt.date(2024, 3, 10))
+    assert [(a.period, a.day.isoformat()) for a in plan] == [
+        ("daily", "2024-01-30"), ("daily", "2024-01-31"), ("monthly", "2024-02-01"),
+        ("daily", "2024-03-01"), ("daily", "2024-03-02"),
+    ]  # fmt: skip
+    assert plan[1].path == agg_daily("BTCUSDT", "2024-01-31")
+    assert plan[2].path == agg_monthly("BTCUSDT", "2024-02")
+    futures = plan_agg_trade_archives("BTCUSDT", window, dt.date(2024, 3, 10), market="futures_um")
+    assert futures[0].url("https://data.binance.vision") == (
+        "https://data.binance.vision/data/futures/um/daily/aggTrades/BTCUSDT/"
+        "BTCUSDT-aggTrades-2024-01-30.zip"
+    )
+    assert plan[2].days()[-1].name == "BTCUSDT-aggTrades-2024-02-29.zip"
+    # days from today on are not published yet
+    early = plan_agg_trade_archives("BTCUSDT", window, dt.date(2024, 3, 2))
+    assert [a.name for a in early][-2:] == ["BTCUSDT-aggTrades-2024-02.zip",
+                                            "BTCUSDT-aggTrades-2024-03-01.zip"]  # fmt: skip
+
+
+def test_agg_trades_from_a_month_and_days_are_fetched_verified_cut_to_the_range(
+    tree, server, config
+):
+    csvs = {
+        agg_monthly("ETHUSDT", "2024-02"): agg_csv(utc(2024, 2, 1), 2900, 864_000),
+        agg_daily("ETHUSDT", "2024-03-01"): agg_csv(utc(2024, 3, 1), 500, 172_800),
+        agg_daily("ETHUSDT", "2024-03-02"): agg_csv(utc(2024, 3, 2), 500, 172_800),
+    }
+    build_vision_tree(tree, csvs)
+    window = TimeRange(utc(2024, 2, 1), utc(2024, 3, 2, 12))
+
+    frame = fetch_agg_trades("ETHUSDT", window, config, today=dt.date(2024, 4, 1))
+
+    everything = pl.concat([read_agg_trades_csv(csv) for csv in csvs.values()])
+    expected = everything.filter(pl.col("ts") < window.end)
+    assert frame.equals(expected)  # sorted by id, in the contract, nothing outside the range
+    assert frame.height == 2900 + 500 + 250
+    assert frame["agg_trade_id"].is_unique().all() and frame["ts"].max() < window.end
+    assert frame.schema == pl.Schema(AGG_TRADE_SCHEMA)
+    fetched = sorted(r.path for r in server.requests)
+    assert fetched == sorted([*csvs, *(key + ".CHECKSUM" for key in csvs)])
+
+    server.clear()
+    with VisionClient(config) as client:  # verified archives are reused from the cache
+        again = client.fetch_agg_trades("ETHUSDT", window, today=dt.date(2024, 4, 1))
+        assert (client.stats.files_reused, client.stats.files_downloaded) == (3, 0)
+    assert server.requests == [] and again.equals(frame)
+
+
+def test_missing_agg_trades_month_falls_back_to_its_days(tree, server, config, caplog):
+    days = [dt.date(2023, 2, d) for d in range(1, 29) if d != 10]
+    for day in days:
+        csv = agg_csv(utc(day.year, day.month, day.day), 2, 60_000)
+        build_vision_tree(tree, {agg_daily("SOLUSDT", day.isoformat()): csv})
+    caplog.set_level(logging.INFO, logger="dagster_project.ingest.binance_vision")
+    frame = fetch_agg_trades(
+        "SOLUSDT", TimeRange(utc(2023, 2, 1), utc(2023, 3, 1)), config, today=dt.date(2023, 5, 1)
+    )
+    assert frame.height == 2 * len(days)
+    monthly = server.requests_for("SOLUSDT-aggTrades-2023-02.zip.CHECKSUM")
+    assert [r.status for r in monthly] == [404]
+    assert "no SOLUSDT aggTrades data for 2023-02-10" in caplog.text
+
+
+def test_agg_trades_checksum_mismatch_raises_and_keeps_nothing(tree, server, config):
+    key = agg_daily("BTCUSDT", "2024-05-11", market="futures_um")
+    csv = agg_csv(utc(2024, 5, 11), 100, 1000, header=True, futures=True)
+    zip_path = build_vision_tree(tree, {key: csv})[key]
+    server.wrong_checksum(zip_path.name)
+    cfg = dataclasses.replace(config, market="futures_um")
+    with pytest.raises(ChecksumMismatchError, match=r"BTCUSDT-aggTrades-2024-05-11\.zip: sha256"):
+        fetch_agg_trades("BTCUSDT", TimeRange.for_day("2024-05-11"), cfg, today=dt.date(2024, 6, 1))
+    assert list((config.cache_dir / key).parent.glob("*.zip*")) == []
+    server.clear()  # once Binance publishes the right digest, the same call succeeds
+    frame = fetch_agg_trades(
+        "BTCUSDT", TimeRange.for_day("2024-05-11"), cfg, today=dt.date(2024, 6, 1)
+    )
+    assert frame.height == 100
+    assert frame.equals(read_agg_trades_zip(config.cache_dir / key))
+
+
+@pytest.mark.shared_data
+def test_real_agg_trades_in_vision_layout_match_the_rest_body_exactly(shared_binance):
+    """Vision aggTrades files hold what /api/v3/aggTrades returns; written in the spot file layout,
+    the real REST body parses to the same contract rows either way."""
+    import json
+
+    rows = json.loads((shared_binance / "rest/http_spot_market_agg_trades.json").read_text())
+    csv = "".join(
+        f"{r['a']},{r['p']},{r['q']},{r['f']},{r['l']},{r['T']},{r['m']},{r['M']}\n" for r in rows
+    )  # Python's str(bool) is the spot files' True/False
+    from_vision = read_agg_trades_csv(csv.encode(), "BTCUSDT-aggTrades-2021-10-22.csv")
+    from_rest = agg_trades_from_binance_rows(rows, "binance_vision")
+    assert from_vision.equals(from_rest)
+    assert from_vision.row(0) == (
+        966492862, utc(2021, 10, 22, 23, 8, 16, 633_000), 60759.6, 0.00841, 1111480471,
+        1111480471, False, "binance_vision",
+    )  # fmt: skip

@@ -150,3 +150,61 @@ def test_a_partition_in_the_future_is_refused(tmp_path, instance):
         # the daily partitions end at the last complete day, so Dagster refuses the key itself
         materialize_partition(instance, tmp_path, key=str(day_symbol_key(tomorrow, "BTCUSDT")))
     assert not (tmp_path / "raw").exists()
+
+
+def test_simulator_partition_lands_trades_books_and_microstructure(tmp_path, instance):
+    from dagster_project.assets.features import microstructure
+    from dagster_project.assets.ingest import raw_agg_trades, raw_depth_snapshots
+
+    result = dg.materialize(
+        [raw_klines, curated_klines, raw_agg_trades, raw_depth_snapshots, microstructure],
+        partition_key=KEY,
+        instance=instance,
+        resources=resources(tmp_path, MarketSourceResource(depth_cadence_s=10.0)),
+    )
+    failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    assert failed == []
+    lake = Lake(tmp_path)
+    books = lake.read_partition("raw", "depth_snapshots", {"symbol": "BTCUSDT", "date": DAY})
+    assert books.height == 8640 and set(books["source"]) == {"simulator"}
+    trades = lake.read_partition("raw", "agg_trades", {"symbol": "BTCUSDT", "date": DAY})
+    klines = lake.read_partition("curated", "klines", RAW)
+    assert trades["qty"].sum() == pytest.approx(klines["volume"].sum(), rel=1e-9)
+    features = lake.read_partition("features", "microstructure", {"symbol": "BTCUSDT", "date": DAY})
+    assert features.height == 1440
+    assert features["mid"].null_count() == 0 and (features["spread_bps"] > 0).all()
+    assert features["trade_count"].sum() == trades.height
+
+
+def test_trades_from_a_klines_only_source_fail_with_a_specific_message(tmp_path, instance):
+    from dagster_project.assets.ingest import raw_agg_trades
+
+    folder = tmp_path / "freqtrade"
+    folder.mkdir()
+    result = dg.materialize(
+        [raw_agg_trades],
+        partition_key=KEY,
+        instance=instance,
+        resources=resources(
+            tmp_path / "lake", MarketSourceResource(kind="freqtrade", freqtrade_dir=str(folder))
+        ),
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert "SourceCapabilityError" in failure_message(result)
+    assert "klines only" in failure_message(result)
+    assert not (tmp_path / "lake" / "raw").exists()
+
+
+def test_depth_history_from_binance_rest_is_refused_with_the_reason(tmp_path, instance):
+    from dagster_project.assets.ingest import raw_depth_snapshots
+
+    result = dg.materialize(
+        [raw_depth_snapshots],
+        partition_key=KEY,
+        instance=instance,
+        resources=resources(tmp_path, MarketSourceResource(kind="binance")),
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert "publishes no spot depth history" in failure_message(result)

@@ -1,10 +1,14 @@
 """The lake: Hive-partitioned Parquet under one root, written atomically, plus its DuckDB catalog.
 
 Layout: ``<root>/<layer>/<table>/<key>=<value>/…/part-0.parquet`` with keys in the order
-``symbol``, ``interval``, ``date`` (then any others). One partition is one leaf directory holding
-one file. A write goes to a hidden temporary file in the leaf directory, is fsynced, then renamed
-over ``part-0.parquet`` (``os.replace`` is atomic on POSIX), so readers see the old partition or the
-new one, never a mix, and a failure at any point leaves the old one in place.
+``symbol``, ``interval``, ``date`` (then any others). One partition is one leaf directory. A write
+goes to a hidden temporary file in the leaf directory, is fsynced, then renamed over
+``part-0.parquet`` (``os.replace`` is atomic on POSIX), so readers see the old partition or the new
+one, never a mix, and a failure at any point leaves the old one in place.
+
+A long-running writer (the order-book collector) adds to a partition instead: each flush is one
+more immutable file ``part-<label>.parquet`` in the leaf, written the same atomic way, so what was
+received survives a crash and nothing is rewritten. Readers take every ``part-*.parquet`` of a leaf.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ log = logging.getLogger(__name__)
 LAKE_ENV_VAR = "CANDLELAKE_LAKE"
 DEFAULT_LAKE_ROOT = "lake"
 PARTITION_FILE = "part-0.parquet"
+PART_GLOB = "part-*.parquet"
+_PART_LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
 CATALOG_FILE = "candlelake.duckdb"
 # The catalog is written in an older storage format so that the `duckdb` command (the duckdb-cli
 # package, a release behind the Python package) opens it as well as Python does.
@@ -78,17 +84,20 @@ class Lake:
     def partition_file(self, layer: str, table: str, keys: Mapping[str, object]) -> Path:
         return self.partition_dir(layer, table, keys) / PARTITION_FILE
 
-    def glob(self, layer: str, table: str, keys: tuple[str, ...] = ()) -> str:
+    def glob(
+        self, layer: str, table: str, keys: tuple[str, ...] = (), files: str = PARTITION_FILE
+    ) -> str:
         """The ``read_parquet`` glob of every partition file of a table.
 
         Given the table's partition keys, the glob spells out each level and the file name
         (``symbol=*/interval=*/date=*/part-0.parquet``): DuckDB expands that about twice as fast
-        as a recursive ``**/*.parquet`` on a lake of thousands of partitions.
+        as a recursive ``**/*.parquet`` on a lake of thousands of partitions. Tables a collector
+        appends to pass ``files=PART_GLOB``.
         """
         if not keys:
             return str(self.table_dir(layer, table) / "**" / "*.parquet")
         levels = [f"{key}=*" for key, _ in ordered_keys(dict.fromkeys(keys, "x"))]
-        return str(self.table_dir(layer, table).joinpath(*levels, PARTITION_FILE))
+        return str(self.table_dir(layer, table).joinpath(*levels, files))
 
     def write_partition(
         self,
@@ -98,35 +107,68 @@ class Lake:
         data: pl.DataFrame | pa.Table,
     ) -> Path:
         """Replace one partition with ``data`` atomically; returns the partition file."""
-        arrow = data.to_arrow() if isinstance(data, pl.DataFrame) else data
-        arrow = drop_partition_columns(arrow, keys)
         target = self.partition_file(layer, table, keys)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{PARTITION_FILE}.{uuid.uuid4().hex}.tmp"
-        try:
-            pq.write_table(arrow, tmp, compression="zstd")
-            _fsync(tmp)
-            os.replace(tmp, target)
-            _fsync(target.parent)
-        except BaseException as exc:
-            tmp.unlink(missing_ok=True)
-            if isinstance(exc, Exception):
-                raise LakeWriteError(
-                    f"could not write partition {target}: {exc}; the previous version is intact"
-                ) from exc
-            raise
-        log.debug("wrote %s rows to %s", arrow.num_rows, target)
-        return target
+        written = write_file_atomically(target, data, keys)
+        for stale in target.parent.glob(PART_GLOB):
+            if stale != target:  # parts appended by a collector: the partition is replaced whole
+                stale.unlink(missing_ok=True)
+        return written
+
+    def append_part(
+        self,
+        layer: str,
+        table: str,
+        keys: Mapping[str, object],
+        data: pl.DataFrame | pa.Table,
+        label: str,
+    ) -> Path:
+        """Add ``data`` to a partition as one more file ``part-<label>.parquet``, atomically."""
+        if not _PART_LABEL.match(label) or label == "0":
+            raise InvalidRequestError(
+                f"bad part label {label!r}; expected letters, digits, '_', '.', '-' (not '0')"
+            )
+        target = self.partition_dir(layer, table, keys) / f"part-{label}.parquet"
+        return write_file_atomically(target, data, keys)
+
+    def partition_files(self, layer: str, table: str, keys: Mapping[str, object]) -> list[Path]:
+        return sorted(self.partition_dir(layer, table, keys).glob(PART_GLOB))
 
     def read_partition(self, layer: str, table: str, keys: Mapping[str, object]) -> pl.DataFrame:
-        return pl.read_parquet(self.partition_file(layer, table, keys))
+        files = self.partition_files(layer, table, keys)
+        if not files:
+            raise InvalidRequestError(
+                f"partition {self.partition_dir(layer, table, keys)} has no data files"
+            )
+        return pl.read_parquet(files)
 
     def partitions(self, layer: str, table: str) -> Iterator[dict[str, str]]:
-        """The keys of every partition of a table that has a partition file."""
+        """The keys of every partition of a table that has a data file."""
         base = self.table_dir(layer, table)
-        for file in sorted(base.rglob(PARTITION_FILE)):
-            parts = file.parent.relative_to(base).parts
-            yield dict(part.split("=", 1) for part in parts)
+        leaves = sorted({file.parent for file in base.rglob(PART_GLOB)})
+        for leaf in leaves:
+            yield dict(part.split("=", 1) for part in leaf.relative_to(base).parts)
+
+
+def write_file_atomically(target: Path, data: pl.DataFrame | pa.Table, keys) -> Path:
+    """Write ``data`` (partition keys dropped) to ``target`` via an fsynced temporary file."""
+    arrow = data.to_arrow() if isinstance(data, pl.DataFrame) else data
+    arrow = drop_partition_columns(arrow, keys)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        pq.write_table(arrow, tmp, compression="zstd")
+        _fsync(tmp)
+        os.replace(tmp, target)
+        _fsync(target.parent)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, Exception):
+            raise LakeWriteError(
+                f"could not write partition {target}: {exc}; the previous version is intact"
+            ) from exc
+        raise
+    log.debug("wrote %s rows to %s", arrow.num_rows, target)
+    return target
 
 
 def ordered_keys(keys: Mapping[str, object]) -> list[tuple[str, str]]:
@@ -180,6 +222,7 @@ class CatalogView:
     name: str
     layer: str
     table: str
+    files: str = PARTITION_FILE  # PART_GLOB for tables a collector appends parts to
 
 
 def build_catalog(lake: Lake, views: tuple[CatalogView, ...]) -> list[str]:
@@ -197,7 +240,7 @@ def build_catalog(lake: Lake, views: tuple[CatalogView, ...]) -> list[str]:
             for view in views:
                 keys = next(lake.partitions(view.layer, view.table), None)
                 if keys is not None:
-                    glob = lake.glob(view.layer, view.table, tuple(keys))
+                    glob = lake.glob(view.layer, view.table, tuple(keys), view.files)
                     con.execute(view_ddl(view.name, glob, tuple(keys)))
                     created.append(view.name)
         finally:

@@ -128,3 +128,16 @@ def test_catalog_opens_with_the_duckdb_command(tmp_path):
         check=True,
     ).stdout
     assert out.split() == ["symbol,n", "BTCUSDT,7"]
+
+
+def test_appended_parts_add_up_and_a_replace_removes_them(tmp_path):
+    lake = Lake(tmp_path)
+    keys = {"symbol": "BTCUSDT", "date": dt.date(2024, 3, 1)}
+    lake.append_part("raw", "t", keys, frame(2, 1.0), "c000100")
+    lake.append_part("raw", "t", keys, frame(3, 2.0), "c000200")
+    assert lake.read_partition("raw", "t", keys)["v"].to_list() == [1.0, 1.0, 2.0, 2.0, 2.0]
+    assert list(lake.partitions("raw", "t")) == [{"symbol": "BTCUSDT", "date": "2024-03-01"}]
+    lake.write_partition("raw", "t", keys, frame(1, 9.0))
+    assert lake.read_partition("raw", "t", keys)["v"].to_list() == [9.0]
+    with pytest.raises(InvalidRequestError, match="bad part label"):
+        lake.append_part("raw", "t", keys, frame(1), "../x")

@@ -5,7 +5,7 @@ import dagster as dg
 from dagster_project.assets.curate import CURATED_KLINES, KLINE_GAPS
 from dagster_project.assets.features import MICROSTRUCTURE
 from dagster_project.assets.ingest import RAW_AGG_TRADES, RAW_DEPTH_SNAPSHOTS, RAW_KLINES
-from dagster_project.lake import CatalogView, build_catalog
+from dagster_project.lake import PART_GLOB, CatalogView, build_catalog
 from dagster_project.resources import LakeResource
 
 # View name → lake table. Views read a glob, so partitions landed later appear without a rebuild;
@@ -14,9 +14,9 @@ CATALOG_VIEWS = (
     CatalogView("klines", "curated", "klines"),
     CatalogView("kline_gaps", "curated", "kline_gaps"),
     CatalogView("raw_klines", "raw", "klines"),
-    CatalogView("agg_trades", "raw", "agg_trades"),
-    CatalogView("depth_snapshots", "raw", "depth_snapshots"),
-    CatalogView("depth_updates", "raw", "depth_updates"),
+    CatalogView("agg_trades", "raw", "agg_trades", PART_GLOB),
+    CatalogView("depth_snapshots", "raw", "depth_snapshots", PART_GLOB),
+    CatalogView("depth_updates", "raw", "depth_updates", PART_GLOB),
     CatalogView("microstructure", "features", "microstructure"),
 )
 

@@ -164,6 +164,12 @@ DEPTH_SNAPSHOT_CHECKS = (
     "inside_partition_day",
     "snapshot_cadence",
 )
+DEPTH_UPDATE_CHECKS = (
+    "unique_final_update_id",
+    "monotonic_final_update_id",
+    "sequence_integrity",
+    "inside_partition_day",
+)
 AGG_TRADE_CHECKS = (
     "unique_agg_trade_id",
     "monotonic_agg_trade_id",
@@ -249,4 +255,31 @@ def positive_price_qty(frame: pl.DataFrame) -> CheckOutcome:
         bad.is_empty(),
         "price > 0 and qty > 0 on every trade",
         {"bad_rows": bad.height, **first_values(bad, "agg_trade_id")},
+    )
+
+
+def depth_update_checks(frame: pl.DataFrame, day: dt.date, market: str) -> list[CheckOutcome]:
+    return [
+        unique(frame, "final_update_id"),
+        strictly_increasing(frame, "final_update_id"),
+        sequence_integrity(frame, market),
+        inside_partition_day(frame, day, "event_time"),
+    ]
+
+
+def sequence_integrity(frame: pl.DataFrame, market: str) -> CheckOutcome:
+    """Warns with each break in the event chain: ``U == previous u + 1`` (futures:
+    ``pu == previous u``). A break is where the book was resynchronised from a new snapshot."""
+    previous_u = pl.col("final_update_id").shift(1)
+    if market == "futures_um":
+        continues = pl.col("prev_final_update_id") == previous_u
+    else:
+        continues = pl.col("first_update_id") == previous_u + 1
+    breaks = frame.filter(previous_u.is_not_null() & ~continues)
+    return CheckOutcome(
+        "sequence_integrity",
+        breaks.is_empty(),
+        "every event continues the previous one (a break marks a resync from a new snapshot)",
+        {"breaks": breaks.height, **first_values(breaks, "final_update_id")},
+        warn_only=True,
     )

@@ -15,7 +15,8 @@ klines_job = dg.define_asset_job(
 )
 market_job = dg.define_asset_job(
     "market_job",
-    selection=dg.AssetSelection.groups("ingest", "curate", "features"),
+    selection=dg.AssetSelection.groups("ingest", "curate", "features")
+    - dg.AssetSelection.assets(["raw", "depth_updates"]),
     description="Everything of one day × symbol partition: klines, trades, order-book snapshots, "
     "curation and features (sources with book history: the simulator).",
 )

@@ -59,6 +59,7 @@ class MarketSourceResource(dg.ConfigurableResource):
     simulator_seed: int = SourceSettings.simulator_seed
     depth_cadence_s: float = 1.0  # raw/depth_snapshots sampling cadence on the exchange clock
     depth_levels: int = 50  # levels per side kept in each snapshot
+    depth_recordings: str = ""  # folder of recorded streams to replay books from (optional)
 
     def settings(self) -> SourceSettings:
         return SourceSettings(
@@ -70,6 +71,7 @@ class MarketSourceResource(dg.ConfigurableResource):
             vision_cache_dir=self.vision_cache_dir,
             freqtrade_dir=self.freqtrade_dir,
             simulator_seed=self.simulator_seed,
+            depth_recordings=self.depth_recordings,
         )
 
     def build(self, lake: Lake) -> KlineSource:

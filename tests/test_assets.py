@@ -208,3 +208,35 @@ def test_depth_history_from_binance_rest_is_refused_with_the_reason(tmp_path, in
     )
     assert not result.success
     assert "publishes no spot depth history" in failure_message(result)
+
+
+def test_books_and_updates_replayed_from_a_real_recording(tmp_path, shared_binance):
+    from dagster_project.assets.ingest import raw_depth_snapshots, raw_depth_updates
+
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    for name in ("spot_btcusdt_20240808.gz", "spot_btcusdt_20240809.gz"):
+        (recordings / name).symlink_to(shared_binance / "streams" / name)
+    source = MarketSourceResource(kind="binance", depth_recordings=str(recordings))
+    lake = Lake(tmp_path / "lake")
+    rows = {}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(SYMBOLS_PARTITION_NAME, ["BTCUSDT"])
+        for day in (dt.date(2024, 8, 8), dt.date(2024, 8, 9)):
+            result = dg.materialize(
+                [raw_depth_snapshots, raw_depth_updates],
+                partition_key=str(day_symbol_key(day, "BTCUSDT")),
+                instance=instance,
+                resources=resources(lake.root, source),
+            )
+            failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
+            assert failed == {"snapshot_cadence"}  # a 10-minute recording is not a whole day
+            keys = {"symbol": "BTCUSDT", "date": day}
+            books = lake.read_partition("raw", "depth_snapshots", keys)
+            updates = lake.read_partition("raw", "depth_updates", keys)
+            assert set(books["source"]) == {"binance_replay"}
+            assert books["ts"].dt.date().unique().to_list() == [day]
+            assert updates["final_update_id"].is_sorted()
+            rows[day] = (books.height, updates.height)
+    assert sum(books for books, _ in rows.values()) == 650  # 23:54:16 .. 00:05:05, one a second
+    assert sum(updates for _, updates in rows.values()) == 6493

@@ -145,6 +145,7 @@ def test_ui_shows_assets_checks_and_main_job_runs(dagster_dev):
         "raw/klines",
         "raw/agg_trades",
         "raw/depth_snapshots",
+        "raw/depth_updates",
         "curated/klines",
         "curated/kline_gaps",
         "features/microstructure",

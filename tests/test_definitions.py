@@ -24,6 +24,12 @@ DEPTH_CHECKS = {
     "inside_partition_day",
     "snapshot_cadence",
 }
+UPDATE_CHECKS = {
+    "unique_final_update_id",
+    "monotonic_final_update_id",
+    "sequence_integrity",
+    "inside_partition_day",
+}
 TRADE_CHECKS = {
     "unique_agg_trade_id",
     "monotonic_agg_trade_id",
@@ -39,6 +45,7 @@ def test_definitions_load_exactly_these_assets():
         "raw/klines",
         "raw/agg_trades",
         "raw/depth_snapshots",
+        "raw/depth_updates",
         "curated/klines",
         "curated/kline_gaps",
         "features/microstructure",
@@ -55,6 +62,7 @@ def test_every_landed_table_has_its_checks():
     }
     expected |= {("raw/depth_snapshots", name) for name in DEPTH_CHECKS}
     expected |= {("raw/agg_trades", name) for name in TRADE_CHECKS}
+    expected |= {("raw/depth_updates", name) for name in UPDATE_CHECKS}
     assert checks == expected | {("curated/kline_gaps", "gap_report")}
 
 
@@ -65,6 +73,7 @@ def test_assets_are_grouped_by_layer_and_partitioned_by_day_and_symbol():
         "raw/klines": "ingest",
         "raw/agg_trades": "ingest",
         "raw/depth_snapshots": "ingest",
+        "raw/depth_updates": "ingest",
         "features/microstructure": "features",
         "curated/klines": "curate",
         "curated/kline_gaps": "curate",

@@ -6,6 +6,7 @@ exactly the same rows.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,13 @@ from dagster_project.errors import (
     UnknownSymbolError,
     UnsupportedIntervalError,
 )
-from dagster_project.ingest import binance_rest, binance_vision, freqtrade, simulator
+from dagster_project.ingest import (
+    binance_rest,
+    binance_vision,
+    freqtrade,
+    simulator,
+    stream_replay,
+)
 from dagster_project.ingest.landing import KlineSource, TradeSource
 from dagster_project.klines import TimeRange
 
@@ -34,6 +41,7 @@ class SourceSettings:
     vision_cache_dir: str = ""  # downloaded archives; default <lake>/.cache/vision
     freqtrade_dir: str = ""  # a freqtrade user_data/data/binance folder
     simulator_seed: int = simulator.SimulatorConfig().seed
+    depth_recordings: str = ""  # a folder of recorded streams (<receive ns> <json> lines, .gz)
 
 
 def make_source(settings: SourceSettings, lake_root: Path) -> KlineSource:
@@ -149,3 +157,47 @@ def trade_source(source: KlineSource) -> TradeSource:
             "vision for raw/agg_trades"
         )
     return source  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class RecordingSource:
+    """Books replayed from recorded Binance streams: every file in ``folder`` whose name holds
+    the symbol in lower case, in name order (a later file continues an earlier one)."""
+
+    folder: Path
+    market: str = "spot"
+    name: str = "binance_replay"
+
+    def files_for(self, symbol: str) -> list[Path]:
+        files = sorted(p for p in self.folder.glob(f"*{symbol.lower()}*") if p.is_file())
+        if not files:
+            raise SourceCapabilityError(
+                f"no recording of {symbol} in {self.folder}; expected files named like "
+                f"spot_{symbol.lower()}_YYYYMMDD.gz"
+            )
+        return files
+
+    def replay_day(
+        self, symbol: str, time_range: TimeRange, cadence_s: float, levels: int
+    ) -> stream_replay.ReplayResult:
+        result = stream_replay.replay(
+            self.files_for(symbol), symbol, cadence_s, levels, self.market
+        )
+        inside = pl.col("ts").is_between(time_range.start, time_range.end, closed="left")
+        updates_inside = pl.col("event_time").is_between(
+            time_range.start, time_range.end, closed="left"
+        )
+        return dataclasses.replace(
+            result,
+            snapshots=result.snapshots.filter(inside),
+            updates=result.updates.filter(updates_inside),
+        )
+
+
+def recording_source(settings: SourceSettings) -> RecordingSource | None:
+    if not settings.depth_recordings:
+        return None
+    folder = Path(settings.depth_recordings)
+    if not folder.is_dir():
+        raise InvalidRequestError(f"depth_recordings folder {folder} does not exist")
+    return RecordingSource(folder, settings.rest_market)

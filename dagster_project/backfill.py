@@ -18,11 +18,18 @@ import polars as pl
 from dagster_project.assets.curate import CURATED_KLINES, KLINE_GAPS
 from dagster_project.assets.ingest import RAW_KLINES
 from dagster_project.curate import curate_day
-from dagster_project.ingest import freqtrade
-from dagster_project.ingest.landing import KlineSource, LandedPartition, check_symbol, land_klines
+from dagster_project.ingest import freqtrade, stream_replay
+from dagster_project.ingest.landing import (
+    KlineSource,
+    LandedPartition,
+    check_symbol,
+    land_daily,
+    land_klines,
+)
 from dagster_project.klines import TimeRange, interval_length, to_utc
 from dagster_project.lake import Lake, connect
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME, day_symbol_key
+from dagster_project.schemas import RAW_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +156,39 @@ def register_symbols(instance: dg.DagsterInstance, symbols: Iterable[str]) -> No
 
 
 def report_materialized(instance: dg.DagsterInstance, symbol: str, day: dt.date) -> None:
-    key = str(day_symbol_key(day, symbol))
     for asset_key in (RAW_KLINES, CURATED_KLINES, KLINE_GAPS):
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(
-                asset_key=asset_key, partition=key, metadata={"written_by": "candlelake CLI"}
-            )
+        report_event(instance, asset_key, symbol, day)
+
+
+def report_event(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, symbol: str, day: dt.date
+) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=asset_key,
+            partition=str(day_symbol_key(day, symbol)),
+            metadata={"written_by": "candlelake CLI"},
         )
+    )
+
+
+def replay_recordings(
+    lake: Lake,
+    files: list[str],
+    symbol: str,
+    market: str = "spot",
+    cadence_s: float = 1.0,
+    levels: int = 50,
+    instance: dg.DagsterInstance | None = None,
+) -> stream_replay.ReplayResult:
+    """Replay recorded streams through the book and land snapshots and updates for every day."""
+    symbol = check_symbol(symbol)
+    result = stream_replay.replay(files, symbol, cadence_s, levels, market)
+    for table, frame in (("depth_snapshots", result.snapshots), ("depth_updates", result.updates)):
+        schema, time_column = RAW_TABLES[table]
+        landed = land_daily(lake, table, {"symbol": symbol}, frame, time_column)
+        if instance is not None:
+            register_symbols(instance, [symbol])
+            for partition in landed:
+                report_event(instance, dg.AssetKey(["raw", table]), symbol, partition.date)
+    return result

@@ -208,3 +208,31 @@ def test_ingest_from_binance_vision_via_base_url(lake_root, tmp_path):
         (dt.date(2024, 2, 2), "binance_vision", 1440),  # µs timestamps normalised
     ]
     assert rows[1][3] == days[1]
+
+
+def test_replay_depth_lands_books_for_each_day_of_a_real_recording(lake_root, shared_binance):
+    streams = shared_binance / "streams"
+    args = [
+        "replay-depth",
+        str(streams / "spot_btcusdt_20240808.gz"),
+        str(streams / "spot_btcusdt_20240809.gz"),
+        "--symbol",
+        "btcusdt",
+    ]
+    result = candlelake(lake_root, *args)
+    assert result.exit_code == 0, result.output
+    assert "6493 events applied" in result.output and "0 resyncs" in result.output
+    assert "1072 compared, 0 mismatched" in result.output
+    rows = catalog_rows(
+        lake_root,
+        "select date, count(*), min(ts), max(ts) from depth_snapshots group by all order by date",
+    )
+    assert [(day, n) for day, n, *_ in rows] == [
+        (dt.date(2024, 8, 8), 344),
+        (dt.date(2024, 8, 9), 306),
+    ]
+    assert catalog_rows(lake_root, "select count(*) from depth_updates") == [(6493,)]
+    materialized = dg.DagsterInstance.get().get_materialized_partitions(
+        dg.AssetKey(["raw", "depth_snapshots"])
+    )
+    assert materialized == {"2024-08-08|BTCUSDT", "2024-08-09|BTCUSDT"}

@@ -236,3 +236,42 @@ def test_replay_depth_lands_books_for_each_day_of_a_real_recording(lake_root, sh
         dg.AssetKey(["raw", "depth_snapshots"])
     )
     assert materialized == {"2024-08-08|BTCUSDT", "2024-08-09|BTCUSDT"}
+
+
+def test_poll_depth_stops_on_sigterm_and_keeps_what_it_polled(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tests.fakes.binance_server import synthetic_depth_body
+
+    with FakeBinance(depth={"BTCUSDT": synthetic_depth_body(100)}) as server:
+        command = [
+            str(Path(sys.executable).parent / "candlelake"),
+            "--lake",
+            str(tmp_path / "lake"),
+            "--no-record",
+            "poll-depth",
+            "--symbols",
+            "BTCUSDT",
+            "--base-url",
+            server.url,
+            "--cadence",
+            "0.05",
+            "--flush-every",
+            "3600",
+        ]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while len(server.requests_to("depth")) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGTERM)
+        out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, out
+    lake = Lake(tmp_path / "lake")
+    days = list(lake.partitions("raw", "depth_snapshots"))
+    rows = sum(lake.read_partition("raw", "depth_snapshots", k).height for k in days)
+    assert rows >= 5 and f"landed {{'BTCUSDT': {rows}}}" in out

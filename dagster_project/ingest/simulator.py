@@ -96,7 +96,6 @@ _SIDES = 2  # trade buckets are (second, side): side 0 = taker buys, side 1 = ta
 _REACH_MARGIN = 0.1  # a minute's quote goals are kept this share of their range inside it
 _EXACT_WINDOW = 60_000  # widest window (quanta) of the subset-sum search among single trades
 _SUBSET_WIDTH = 2_000_000  # widest range of sums (lots) of the exact search for side switches
-_SIDE_NOISE = 0.3  # noise (in second-ranges) of the path level that decides taker sides
 _SHIFT_STEPS = 36  # bisection steps of the per-(second, side) price shift (span / 2**36)
 _BOOK_BLOCK_US = 10_000_000  # a level's size noise persists for this long (plus a per-ts part)
 _FIELD_SPREAD, _FIELD_BIDS, _FIELD_ASKS, _FIELD_BLOCK = 1, 2, 3, 16  # hash fields of the book
@@ -144,6 +143,9 @@ class SimulatorConfig:
     wick_scale: float = 0.5  # size of a second's wick beyond its open/close, in second-vols
     # aggregate trades and order books (they never change the klines)
     agg_fill_share: float = 0.4  # chance that a trade is one more fill of the previous taker order
+    taker_side_noise: float = (
+        0.3  # noise (in second-ranges) on the path level: buys high, sells low
+    )
     spread_vol_ticks: float = 0.005  # mean spread beyond 1 tick, per tick of one-second volatility
     level_gap_vol_ticks: float = 0.003  # mean gap between book levels beyond 1 tick, same units
     touch_depth_trades: float = 8.0  # mean resting size at the touch, in mean trade sizes
@@ -180,7 +182,13 @@ class SimulatorConfig:
             raise InvalidRequestError(
                 f"agg_fill_share {self.agg_fill_share!r} is invalid; expected 0 <= value < 1"
             )
-        for name in ("spread_vol_ticks", "level_gap_vol_ticks", "depth_vol_elasticity"):
+        knobs = (
+            "taker_side_noise",
+            "spread_vol_ticks",
+            "level_gap_vol_ticks",
+            "depth_vol_elasticity",
+        )
+        for name in knobs:
             if not getattr(self, name) >= 0:
                 raise InvalidRequestError(
                     f"{name} {getattr(self, name)!r} is invalid; expected a value >= 0"
@@ -288,7 +296,8 @@ def simulate_depth_snapshots(
     """
     config = config or SimulatorConfig()
     cadence_us = _cadence_us(cadence_s)
-    if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= _MAX_LEVELS:
+    integral = isinstance(levels, int | np.integer) and not isinstance(levels, bool)
+    if not integral or not 1 <= levels <= _MAX_LEVELS:
         raise InvalidRequestError(
             f"levels {levels!r} is invalid; expected an int from 1 to {_MAX_LEVELS}"
         )
@@ -683,7 +692,10 @@ def _trade_tape(path: DayPath, config: SimulatorConfig) -> _Tape:
     second = bucket[order] // _SIDES
     knots = _knots(path, config)
     level = knots.at(second, offset_us / _US_PER_SECOND)
-    dealt = _deal_by_level(rng, order, bucket[order] % _SIDES == 0, second, level, bounds)
+    scheduled_buy = bucket[order] % _SIDES == 0
+    dealt = _deal_by_level(
+        rng, order, scheduled_buy, second, level, bounds, config.taker_side_noise
+    )
     bucket, fills, lots = bucket[dealt], fills[dealt], lots[dealt]
     is_buy = bucket % _SIDES == 0
 
@@ -1026,18 +1038,20 @@ def _deal_by_level(
     second: np.ndarray,
     level: np.ndarray,
     bounds: _Bounds,
+    noise: float,
 ) -> np.ndarray:
     """Which aggregate trade takes each time slot: within a second, the taker buys take the slots
-    where the path is highest and the sells the lowest, up to a noise of ``_SIDE_NOISE`` of the
+    where the path is highest and the sells the lowest, up to a normal noise of ``noise`` x the
     second's range (takers lift the price as they buy and press it as they sell).
 
     ``order`` maps time slots to trades as scheduled and ``is_buy``/``second`` describe them in
     that order; returns the trade for each slot.
     """
     width = (bounds.high - bounds.low + 1)[second]
-    score = (level - bounds.low[second]) / width + _SIDE_NOISE * rng.standard_normal(second.size)
+    score = (level - bounds.low[second]) / width + noise * rng.standard_normal(second.size)
+    by_score = np.argsort(second * 16.0 + np.clip(score, -7.0, 7.0) + 7.0)  # second, then score
     dealt = np.empty_like(order)
-    dealt[np.lexsort((score, second))] = order[np.lexsort((is_buy, second))]
+    dealt[by_score] = order[np.argsort(second * 2 + is_buy, kind="stable")]
     return dealt
 
 
@@ -1096,8 +1110,8 @@ def _smallest_at_pins(
     """Lots and fills re-dealt within each (second, side) so that the pinned trades are its
     smallest (thin prints at the extremes; the free trades keep the weight to meet the quote
     volume) and the free ones get the rest in a random order."""
-    slots = np.lexsort((rng.random(bucket.size), pin < 0, bucket))
-    records = np.lexsort((lots, bucket))
+    slots = np.argsort(bucket * 2.0 + (pin < 0) + 0.5 * rng.random(bucket.size))
+    records = np.argsort(bucket * (int(lots.max()) + 1) + lots, kind="stable")
     dealt_lots, dealt_fills = np.empty_like(lots), np.empty_like(fills)
     dealt_lots[slots], dealt_fills[slots] = lots[records], fills[records]
     return dealt_lots, dealt_fills

@@ -225,6 +225,61 @@ def replay_depth(lake, files, symbol, market, cadence_s, levels) -> None:
     rebuild_catalog(lake)
 
 
+@main.command("collect-depth")
+@click.option("--symbols", required=True, help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.")
+@click.option(
+    "--market", type=click.Choice(["spot", "futures_um"]), default="spot", show_default=True
+)
+@click.option(
+    "--ws-url", default=None, help="Websocket base URL (default: the market's Binance URL)."
+)
+@click.option("--rest-url", default=None, help="REST base URL for snapshots (default: Binance's).")
+@click.option("--cadence", "cadence_s", type=float, default=1.0, show_default=True)
+@click.option("--levels", type=int, default=50, show_default=True)
+@click.option("--flush-every", "flush_every_s", type=float, default=60.0, show_default=True)
+@click.option(
+    "--seconds",
+    "stop_after_s",
+    type=float,
+    default=None,
+    help="Stop after this long (default: until Ctrl-C / SIGTERM).",
+)
+@click.pass_obj
+def collect_depth_command(
+    lake, symbols, market, ws_url, rest_url, cadence_s, levels, flush_every_s, stop_after_s
+):
+    """Keep local books from the diff-depth stream; land snapshots and every update until stopped.
+
+    Lands raw/depth_snapshots and raw/depth_updates (source binance_stream) as appended parts every
+    --flush-every seconds, at each UTC midnight and on stop; reconnects and resyncs by itself.
+    """
+    from dagster_project.ingest.binance_rest import BinanceRestConfig
+    from dagster_project.ingest.collector import CollectorConfig, collect_depth
+
+    rest = BinanceRestConfig.preset(market, **({"base_url": rest_url} if rest_url else {}))
+    config = CollectorConfig(
+        symbols=tuple(split_symbols(symbols)),
+        market=market,
+        ws_base_url=ws_url,
+        rest=rest,
+        cadence_s=cadence_s,
+        levels=levels,
+        flush_every_s=flush_every_s,
+        stop_after_s=stop_after_s,
+    )
+    summary = collect_depth(
+        lake,
+        config,
+        on_flush=lambda r: click.echo(
+            f"flushed ({r.reason}): {r.rows}; total {r.totals}", err=True
+        ),
+    )
+    click.echo(f"collector stopped: {summary.as_dict()}")
+    rebuild_catalog(lake)
+    if not summary.ok:
+        sys.exit(1)
+
+
 @main.command("poll-depth")
 @click.option("--symbols", required=True, help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.")
 @click.option(

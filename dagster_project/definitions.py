@@ -7,6 +7,7 @@ import dagster as dg
 from dagster_project.assets import catalog, curate, features, ingest
 from dagster_project.jobs import (
     catalog_job,
+    collected_depth_sensor,
     daily_catalog_schedule,
     daily_klines_schedule,
     klines_job,
@@ -18,6 +19,7 @@ defs = dg.Definitions(
     assets=dg.load_assets_from_modules([ingest, curate, features, catalog]),
     jobs=[klines_job, market_job, catalog_job],
     schedules=[daily_klines_schedule, daily_catalog_schedule],
+    sensors=[collected_depth_sensor],
     resources={
         "lake": LakeResource(),
         "duckdb": DuckDBResource(),

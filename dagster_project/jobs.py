@@ -6,7 +6,11 @@ import datetime as dt
 
 import dagster as dg
 
+from dagster_project.assets.ingest import RAW_DEPTH_SNAPSHOTS, RAW_DEPTH_UPDATES
+from dagster_project.backfill import register_symbols
+from dagster_project.lake import PARTITION_FILE, Lake
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME, day_symbol_key
+from dagster_project.resources import LakeResource
 
 klines_job = dg.define_asset_job(
     "klines_job",
@@ -44,3 +48,41 @@ def daily_klines_schedule(context: dg.ScheduleEvaluationContext):
 def daily_catalog_schedule(context: dg.ScheduleEvaluationContext):
     """After the daily landing, rebuild the catalog so new tables get views."""
     return dg.RunRequest(run_key=context.scheduled_execution_time.date().isoformat())
+
+
+@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+def collected_depth_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
+    """Shows in Dagster the book partitions that `collect-depth` / `poll-depth` append to.
+
+    Those long-running processes write parts into the lake outside any run; each tick reports a
+    materialization for every partition that received new parts since the last tick (and adds
+    its symbol to the symbol partitions), so the UI and downstream assets see them.
+    """
+    seen_ns = int(context.cursor or 0)
+    newest_ns = seen_ns
+    events = []
+    for asset_key in (RAW_DEPTH_SNAPSHOTS, RAW_DEPTH_UPDATES):
+        for keys, parts in appended_parts(lake.get(), asset_key.path[-1], seen_ns):
+            newest_ns = max(newest_ns, *(mtime for _, mtime in parts))
+            register_symbols(context.instance, [keys["symbol"]])
+            events.append(
+                dg.AssetMaterialization(
+                    asset_key=asset_key,
+                    partition=str(day_symbol_key(keys["date"], keys["symbol"])),
+                    metadata={"new_parts": len(parts), "written_by": "collector"},
+                )
+            )
+    return dg.SensorResult(asset_events=events, cursor=str(newest_ns))
+
+
+def appended_parts(lake: Lake, table: str, newer_than_ns: int):
+    """(partition keys, [(part, mtime ns)]) for partitions with parts appended after a time."""
+    for keys in lake.partitions("raw", table):
+        parts = [
+            (path, path.stat().st_mtime_ns)
+            for path in lake.partition_files("raw", table, keys)
+            if path.name != PARTITION_FILE
+        ]
+        fresh = [(path, mtime) for path, mtime in parts if mtime > newer_than_ns]
+        if fresh:
+            yield keys, fresh

@@ -275,3 +275,32 @@ def test_poll_depth_stops_on_sigterm_and_keeps_what_it_polled(tmp_path):
     days = list(lake.partitions("raw", "depth_snapshots"))
     rows = sum(lake.read_partition("raw", "depth_snapshots", k).height for k in days)
     assert rows >= 5 and f"landed {{'BTCUSDT': {rows}}}" in out
+
+
+def test_collect_depth_lands_books_and_updates_from_a_local_stream(lake_root):
+    from tests.fakes.ws_server import FakeBinanceStream, synthetic_depth_messages
+
+    messages, bodies = synthetic_depth_messages(("BTCUSDT",), events=400)
+    with FakeBinanceStream(messages, snapshots=bodies, speed=50.0) as stream:
+        args = [
+            "collect-depth",
+            "--symbols",
+            "BTCUSDT",
+            "--ws-url",
+            stream.url,
+            "--rest-url",
+            stream.rest.url,
+            "--flush-every",
+            "0.5",
+            "--seconds",
+            "3",
+        ]
+        result = candlelake(lake_root, *args)
+    assert result.exit_code == 0, result.output
+    assert "collector stopped" in result.output
+    updates = catalog_rows(lake_root, "select count(*), min(source) from depth_updates")
+    assert updates[0][0] > 0 and updates[0][1] == "binance_stream"
+    books = catalog_rows(
+        lake_root, "select count(*) from depth_snapshots where bid_prices[1] < ask_prices[1]"
+    )
+    assert books[0][0] > 0

@@ -110,3 +110,40 @@ def test_daily_schedule_skips_without_symbols():
             instance=instance, scheduled_execution_time=dt.datetime(2024, 5, 2, tzinfo=dt.UTC)
         )
         assert isinstance(daily_klines_schedule(context), dg.SkipReason)
+
+
+def test_collected_depth_sensor_reports_new_appended_parts_once(tmp_path):
+    import polars as pl
+
+    from dagster_project.jobs import collected_depth_sensor
+    from dagster_project.lake import Lake
+    from dagster_project.resources import LakeResource
+
+    lake = Lake(tmp_path)
+    rows = pl.DataFrame({"ts": [dt.datetime(2024, 3, 1, tzinfo=dt.UTC)], "x": [1.0]})
+    lake.append_part(
+        "raw", "depth_snapshots", {"symbol": "XRPUSDT", "date": "2024-03-01"}, rows, "c1"
+    )
+    lake.append_part(
+        "raw", "depth_updates", {"symbol": "XRPUSDT", "date": "2024-03-01"}, rows, "c1"
+    )
+    lake.write_partition(
+        "raw", "depth_snapshots", {"symbol": "BTCUSDT", "date": "2024-03-01"}, rows
+    )
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(
+            instance=instance, resources={"lake": LakeResource(root=str(tmp_path))}
+        )
+        first = collected_depth_sensor(context)
+        reported = sorted((e.asset_key.to_user_string(), e.partition) for e in first.asset_events)
+        assert reported == [
+            ("raw/depth_snapshots", "2024-03-01|XRPUSDT"),
+            ("raw/depth_updates", "2024-03-01|XRPUSDT"),
+        ]
+        assert instance.get_dynamic_partitions(SYMBOLS_PARTITION_NAME) == ["XRPUSDT"]
+        context = dg.build_sensor_context(
+            instance=instance,
+            cursor=first.cursor,
+            resources={"lake": LakeResource(root=str(tmp_path))},
+        )
+        assert collected_depth_sensor(context).asset_events == []

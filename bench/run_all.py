@@ -14,6 +14,7 @@ from pathlib import Path
 BENCHMARKS = (
     "bench_vision_land.py",
     "bench_rest_paging.py",
+    "bench_orderbook_replay.py",
     "bench_catalog_read.py",
     "bench_main_job.py",
 )

@@ -100,10 +100,15 @@ def print_where_to_look(lake, home: Path) -> None:
         "select symbol, interval, count(*) as bars, min(open_time), max(open_time) "
         "from klines group by all order by all"
     )
+    books = (
+        "select symbol, open_time, mid, spread_bps, imbalance_top_n, trade_flow_imbalance "
+        "from microstructure limit 10"
+    )
     click.echo(f"""
 Lake:      {lake.root}
 Query it:  {bin_dir}/duckdb {catalog} -c "{query}"
 Gaps:      {bin_dir}/duckdb {catalog} -c "select * from kline_gaps order by gap_start"
+Books:     {bin_dir}/duckdb {catalog} -c "{books}"
 Dagster:   CANDLELAKE_LAKE={lake.root} DAGSTER_HOME={home} \\
              {bin_dir}/dagster dev -m dagster_project.definitions
            (then open http://127.0.0.1:3000: assets, partitions, checks and these runs)""")

@@ -31,13 +31,22 @@ RAW_DEPTH_SNAPSHOTS = dg.AssetKey(["raw", "depth_snapshots"])
 RAW_DEPTH_UPDATES = dg.AssetKey(["raw", "depth_updates"])
 
 
-@dg.asset(
-    key=RAW_KLINES,
-    group_name="ingest",
-    partitions_def=day_symbol,
-    check_specs=check_specs(RAW_KLINES, KLINE_CHECKS),
-    kinds={"parquet", "binance"},
-    description="Klines exactly as the source gave them, one Parquet partition per symbol and "
+def raw_table_asset(key: dg.AssetKey, checks: tuple[str, ...], description: str):
+    """An ingest asset of one raw lake table, partitioned by day × symbol, with its checks."""
+    return dg.asset(
+        key=key,
+        group_name="ingest",
+        partitions_def=day_symbol,
+        check_specs=check_specs(key, checks),
+        kinds={"parquet", "binance"},
+        description=description,
+    )
+
+
+@raw_table_asset(
+    RAW_KLINES,
+    KLINE_CHECKS,
+    "Klines exactly as the source gave them, one Parquet partition per symbol and "
     "UTC day (lake/raw/klines). Source: the market_source resource (simulator by default).",
 )
 def raw_klines(
@@ -56,13 +65,10 @@ def raw_klines(
     )
 
 
-@dg.asset(
-    key=RAW_AGG_TRADES,
-    group_name="ingest",
-    partitions_def=day_symbol,
-    check_specs=check_specs(RAW_AGG_TRADES, AGG_TRADE_CHECKS),
-    kinds={"parquet", "binance"},
-    description="Aggregate trades (Binance aggTrades) per symbol and UTC day "
+@raw_table_asset(
+    RAW_AGG_TRADES,
+    AGG_TRADE_CHECKS,
+    "Aggregate trades (Binance aggTrades) per symbol and UTC day "
     "(lake/raw/agg_trades): simulator, REST /api/v3/aggTrades or Binance Vision archives.",
 )
 def raw_agg_trades(
@@ -81,13 +87,10 @@ def raw_agg_trades(
     )
 
 
-@dg.asset(
-    key=RAW_DEPTH_SNAPSHOTS,
-    group_name="ingest",
-    partitions_def=day_symbol,
-    check_specs=check_specs(RAW_DEPTH_SNAPSHOTS, DEPTH_SNAPSHOT_CHECKS),
-    kinds={"parquet", "binance"},
-    description="The top of the order book sampled at a fixed cadence (default 1 s, 50 levels) "
+@raw_table_asset(
+    RAW_DEPTH_SNAPSHOTS,
+    DEPTH_SNAPSHOT_CHECKS,
+    "The top of the order book sampled at a fixed cadence (default 1 s, 50 levels) "
     "per symbol and UTC day (lake/raw/depth_snapshots). Past days come from the simulator; real "
     "books only from a recording (`candlelake collect-depth` or a replayed stream).",
 )
@@ -116,13 +119,10 @@ def raw_depth_snapshots(
     )
 
 
-@dg.asset(
-    key=RAW_DEPTH_UPDATES,
-    group_name="ingest",
-    partitions_def=day_symbol,
-    check_specs=check_specs(RAW_DEPTH_UPDATES, DEPTH_UPDATE_CHECKS),
-    kinds={"parquet", "binance"},
-    description="Every diff-depth event applied to the book, for exact replay "
+@raw_table_asset(
+    RAW_DEPTH_UPDATES,
+    DEPTH_UPDATE_CHECKS,
+    "Every diff-depth event applied to the book, for exact replay "
     "(lake/raw/depth_updates). Only real streams have them: replayed from "
     "market_source.depth_recordings here, or landed live by `candlelake collect-depth`.",
 )

@@ -1,0 +1,224 @@
+"""Labels with ``known_at`` and the sliding windows of the named datasets.
+
+``build_labels`` runs ``sql/labels/labels.sql`` and ``build_windows`` runs
+``sql/windows/windows.sql`` over curated klines of one symbol and interval. What each label means
+is data (``LABEL_SPECS``); the SQL files document the exact definitions. The one recursive input,
+the EWM volatility of log returns used by the triple-barrier labels, is computed here by a
+vectorised polars helper (``ewm_volatility``) and handed to the query as two list parameters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import duckdb
+import polars as pl
+
+from dagster_project.errors import InvalidRequestError
+from dagster_project.klines import interval_length
+from dagster_project.sql import run_sql
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """One label family: ``<family>_<horizon>`` for each horizon (or just ``family``)."""
+
+    family: str
+    horizons: tuple[int, ...]  # bars; () for a label without a horizon
+    is_leaky: bool = False  # a leakage control: computed inside the window the model sees
+    definition: str = ""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        if not self.horizons:
+            return (self.family,)
+        return tuple(f"{self.family}_{h}" for h in self.horizons)
+
+
+NEXT_UP_HORIZONS = (1, 5, 15)
+WINDOW_WIDTHS = (5, 15, 30)
+TB_HORIZONS = (5, 15, 30)
+
+LABEL_SPECS: tuple[LabelSpec, ...] = (
+    LabelSpec("next_up", NEXT_UP_HORIZONS, definition="1.0 if close_{t+h} > close_t else 0.0"),
+    LabelSpec("window_up", WINDOW_WIDTHS, definition="1.0 if close_{t+w} > open_{t+1} else 0.0"),
+    LabelSpec("fwd_logret", NEXT_UP_HORIZONS, definition="ln(close_{t+h} / close_t)"),
+    LabelSpec(
+        "tb",
+        TB_HORIZONS,
+        definition=(
+            "+1 / -1 if high >= close_t*exp(k*vol_t) / low <= close_t*exp(-k*vol_t) first in "
+            "bars t+1..t+h (both in one bar: -1), else 0"
+        ),
+    ),
+    LabelSpec(
+        "leaky_last_candle_up", (), is_leaky=True, definition="1.0 if close_t > open_t else 0.0"
+    ),
+    LabelSpec(
+        "leaky_window_up",
+        WINDOW_WIDTHS,
+        is_leaky=True,
+        definition="1.0 if close_t > open_{t-w+1} else 0.0",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class LabelParams:
+    tb_k: float = 2.0  # barrier width in volatilities
+    vol_span: int = 60  # EWM span (bars) of the squared log returns
+    vol_min_periods: int = 20  # returns needed before a volatility is given (else no tb label)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    drop_fraction: float  # share of the window's candles removed (never the last one)
+    label: str  # the label it is paired with; '{w}' is the window size
+
+
+DATASETS: tuple[Dataset, ...] = (
+    Dataset("regular", 0.0, "next_up_1"),
+    # the seed's "Fullimage", made honest: the image of the last w candles predicts the next
+    # w candles as one (window_up_w), never the window it shows (that is leaky_window_up_w)
+    Dataset("fullimage", 0.0, "window_up_{w}"),
+    Dataset("irregular_60", 0.60, "next_up_1"),
+    Dataset("irregular_80", 0.80, "next_up_1"),
+    Dataset("irregular_95", 0.95, "next_up_1"),
+)
+WINDOW_SIZES = (5, 15, 30)
+DEFAULT_SEED = "candlelake"
+
+
+def label_names(include_leaky: bool = True) -> list[str]:
+    return [n for s in LABEL_SPECS if include_leaky or not s.is_leaky for n in s.names]
+
+
+def build_labels(
+    con: duckdb.DuckDBPyConnection,
+    kline_files: Sequence[str],
+    interval: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    params: LabelParams | None = None,
+) -> pl.DataFrame:
+    """Labels for decision times in ``[start, end)``: decision_time, label, value, known_at,
+    is_leaky. ``kline_files`` must reach past ``end`` by the longest horizon and before ``start``
+    by the volatility warm-up and the longest window, or the edge labels are absent."""
+    params = params or LabelParams()
+    bar_us = _bar_us(interval)
+    vol = ewm_volatility(_read_closes(kline_files), bar_us, params)
+    specs = {s.family: s for s in LABEL_SPECS}
+    return run_sql(
+        con,
+        "labels/labels",
+        {
+            "kline_files": list(kline_files),
+            "bar_us": bar_us,
+            "start": start,
+            "end": end,
+            "next_up_h": list(specs["next_up"].horizons),
+            "window_up_w": list(specs["window_up"].horizons),
+            "tb_h": list(specs["tb"].horizons),
+            "tb_k": params.tb_k,
+            "vol_open_times": vol["open_time"].to_list(),
+            "vol_values": vol["vol"].to_list(),
+        },
+    ).pl()
+
+
+def ewm_volatility(closes: pl.DataFrame, bar_us: int, params: LabelParams) -> pl.DataFrame:
+    """EWM volatility of log returns known at each candle's close: sqrt of the EWM mean
+    (``adjust=False``, span ``vol_span``) of squared one-bar log returns up to and including
+    candle t. A return across a gap (open_times not one bar apart) is skipped, not invented.
+    Null until ``vol_min_periods`` returns have been seen. Input: open_time, close (sorted)."""
+    bar = dt.timedelta(microseconds=bar_us)
+    logret = (
+        pl.when(pl.col("open_time").diff() == bar)
+        .then((pl.col("close") / pl.col("close").shift(1)).log())
+        .otherwise(None)
+    )
+    return (
+        closes.sort("open_time")
+        .with_columns(logret.alias("r"))
+        .with_columns(
+            (pl.col("r") ** 2)
+            .ewm_mean(
+                span=params.vol_span,
+                adjust=False,
+                min_samples=params.vol_min_periods,
+                ignore_nulls=True,
+            )
+            .sqrt()
+            .alias("vol")
+        )
+        .with_columns(
+            pl.when(pl.col("r").is_not_null().cum_sum() >= params.vol_min_periods)
+            .then(pl.col("vol"))
+            .alias("vol")
+        )
+        .select("open_time", "vol")
+        .drop_nulls("vol")
+    )
+
+
+def build_windows(
+    con: duckdb.DuckDBPyConnection,
+    kline_files: Sequence[str],
+    interval: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    symbol: str = "",
+    seed: str = DEFAULT_SEED,
+) -> tuple[pl.DataFrame, int]:
+    """Windows ending in ``[start, end)`` for every dataset and window size, and the number of
+    (dataset, window_size, decision_time) windows excluded because they cross a gap. Windows
+    the files hold too little history for are dropped too (logged, not counted as gaps)."""
+    frame = run_sql(
+        con,
+        "windows/windows",
+        {
+            "kline_files": list(kline_files),
+            "bar_us": _bar_us(interval),
+            "start": start,
+            "end": end,
+            "symbol": symbol,
+            "seed": seed,
+            "window_sizes": list(WINDOW_SIZES),
+            "datasets": [d.name for d in DATASETS],
+            "drop_fractions": [d.drop_fraction for d in DATASETS],
+            "labels": [d.label for d in DATASETS],
+        },
+    ).pl()
+    reasons = frame["excluded_reason"]
+    excluded = int((reasons == "gap").sum())
+    short = int((reasons == "history").sum())
+    if short:
+        log.info("%d windows dropped: the kline files start inside them", short)
+    return frame.filter(reasons.is_null()).drop("excluded_reason"), excluded
+
+
+def check_known_at(labels: pl.DataFrame) -> pl.DataFrame:
+    """The non-leaky label rows whose known_at is not after decision_time (empty when sound)."""
+    return labels.filter(
+        ~pl.col("is_leaky") & ~(pl.col("known_at") > pl.col("decision_time")).fill_null(False)
+    )
+
+
+def _bar_us(interval: str) -> int:
+    return interval_length(interval) // dt.timedelta(microseconds=1)
+
+
+def _read_closes(kline_files: Sequence[str]) -> pl.DataFrame:
+    if not kline_files:
+        raise InvalidRequestError("no kline files given; expected curated/klines Parquet files")
+    return (
+        pl.read_parquet(list(kline_files), columns=["open_time", "close", "is_complete"])
+        .filter(pl.col("is_complete"))
+        .select("open_time", "close")
+    )

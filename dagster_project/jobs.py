@@ -19,7 +19,7 @@ klines_job = dg.define_asset_job(
 )
 market_job = dg.define_asset_job(
     "market_job",
-    selection=dg.AssetSelection.groups("ingest", "curate", "features")
+    selection=dg.AssetSelection.groups("ingest", "curate", "features", "datasets")
     - dg.AssetSelection.assets(["raw", "depth_updates"]),
     description="Everything of one day × symbol partition: klines, trades, order-book snapshots, "
     "curation and features (sources with book history: the simulator).",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from dagster_project.assets.catalog import catalog
@@ -240,3 +241,40 @@ def test_books_and_updates_replayed_from_a_real_recording(tmp_path, shared_binan
             rows[day] = (books.height, updates.height)
     assert sum(books for books, _ in rows.values()) == 650  # 23:54:16 .. 00:05:05, one a second
     assert sum(updates for _, updates in rows.values()) == 6493
+
+
+def test_labels_and_windows_for_consecutive_simulator_days(tmp_path, instance):
+    from dagster_project.assets.datasets import labels_and_windows
+
+    lake = Lake(tmp_path)
+    # the later day first: a day's labels need the next day's klines for their horizons
+    for day in (DAY + dt.timedelta(days=1), DAY):
+        result = dg.materialize(
+            [raw_klines, curated_klines, labels_and_windows],
+            partition_key=str(day_symbol_key(day, "BTCUSDT")),
+            instance=instance,
+            resources=resources(tmp_path),
+        )
+        check = next(
+            e
+            for e in result.get_asset_check_evaluations()
+            if e.check_name == "known_at_after_decision_time"
+        )
+        assert check.passed
+    labels = lake.read_partition("labels", "labels", RAW)
+    assert (
+        labels.filter(~pl.col("is_leaky"))["known_at"]
+        > labels.filter(~pl.col("is_leaky"))["decision_time"]
+    ).all()
+    assert set(labels.filter(pl.col("is_leaky"))["label"]) >= {"leaky_last_candle_up"}
+    # the next day was landed first, so the first day's last decision times have their futures
+    next_up = labels.filter(pl.col("label") == "next_up_15")
+    assert next_up["decision_time"].max() == dt.datetime(2024, 3, 1, 23, 59, tzinfo=dt.UTC)
+    windows = lake.read_partition("windows", "windows", {**RAW, "interval": "15m"})
+    assert set(windows["dataset"]) == {
+        "regular",
+        "fullimage",
+        "irregular_60",
+        "irregular_80",
+        "irregular_95",
+    }

@@ -149,6 +149,8 @@ def test_ui_shows_assets_checks_and_main_job_runs(dagster_dev):
         "curated/klines",
         "curated/kline_gaps",
         "features/microstructure",
+        "labels/labels",
+        "windows/windows",
         "catalog",
     }
     assert assets["raw/klines"]["isPartitioned"] and not assets["catalog"]["isPartitioned"]

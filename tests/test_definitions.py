@@ -49,6 +49,8 @@ def test_definitions_load_exactly_these_assets():
         "curated/klines",
         "curated/kline_gaps",
         "features/microstructure",
+        "labels/labels",
+        "windows/windows",
         "catalog",
     }
 
@@ -63,6 +65,7 @@ def test_every_landed_table_has_its_checks():
     expected |= {("raw/depth_snapshots", name) for name in DEPTH_CHECKS}
     expected |= {("raw/agg_trades", name) for name in TRADE_CHECKS}
     expected |= {("raw/depth_updates", name) for name in UPDATE_CHECKS}
+    expected |= {("labels/labels", "known_at_after_decision_time")}
     assert checks == expected | {("curated/kline_gaps", "gap_report")}
 
 
@@ -75,6 +78,8 @@ def test_assets_are_grouped_by_layer_and_partitioned_by_day_and_symbol():
         "raw/depth_snapshots": "ingest",
         "raw/depth_updates": "ingest",
         "features/microstructure": "features",
+        "labels/labels": "datasets",
+        "windows/windows": "datasets",
         "curated/klines": "curate",
         "curated/kline_gaps": "curate",
         "catalog": "catalog",

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from dagster_project.assets.curate import CURATED_KLINES, KLINE_GAPS
+from dagster_project.assets.datasets import LABELS, WINDOWS
 from dagster_project.assets.features import MICROSTRUCTURE
 from dagster_project.assets.ingest import RAW_AGG_TRADES, RAW_DEPTH_SNAPSHOTS, RAW_KLINES
 from dagster_project.lake import PART_GLOB, CatalogView, build_catalog
@@ -18,6 +19,8 @@ CATALOG_VIEWS = (
     CatalogView("depth_snapshots", "raw", "depth_snapshots", PART_GLOB),
     CatalogView("depth_updates", "raw", "depth_updates", PART_GLOB),
     CatalogView("microstructure", "features", "microstructure"),
+    CatalogView("labels", "labels", "labels"),
+    CatalogView("windows", "windows", "windows"),
 )
 
 
@@ -30,6 +33,8 @@ CATALOG_VIEWS = (
         RAW_AGG_TRADES,
         RAW_DEPTH_SNAPSHOTS,
         MICROSTRUCTURE,
+        LABELS,
+        WINDOWS,
     ],
     group_name="catalog",
     kinds={"duckdb"},

@@ -1,5 +1,5 @@
 -- Labels for one symbol and interval in long format: one row per (decision_time, label).
--- Candle t closes at decision_time = open_time_t + $bar_us; a label is knowable when the last
+-- Candle t closes at decision_time = open_time_t + $bar_us::bigint; a label is knowable when the last
 -- candle it reads closes (known_at). Labels need an unbroken run of candles: a horizon is usable
 -- only if the candle h rows later opens exactly h bars later (consecutive open_times differ by one
 -- bar; incomplete curated bars count as missing). Labels whose future is not in $kline_files, or
@@ -7,7 +7,7 @@
 -- params:
 --   $kline_files     curated/klines Parquet files: the days kept, the next day(s) for forward
 --                    horizons and the previous day(s) for backward (leaky) windows
---   $bar_us          bar length in microseconds (60000000 for 1m)
+--   $bar_us::bigint          bar length in microseconds (60000000 for 1m)
 --   $start, $end     decision rows kept: $start <= decision_time < $end
 --   $next_up_h       horizons of next_up_h and fwd_logret_h (bars), e.g. [1, 5, 15]
 --   $window_up_w     widths of window_up_w and leaky_window_up_w (bars), e.g. [5, 15, 30]
@@ -20,7 +20,7 @@ with bars as (
     select
         row_number() over (order by open_time) as rn,
         open_time,
-        open_time + to_microseconds($bar_us) as decision_time,
+        open_time + to_microseconds($bar_us::bigint) as decision_time,
         open,
         high,
         low,
@@ -49,7 +49,7 @@ horizon_pairs as (
     inner join bars as f
         on
             f.rn = t.rn + h.horizon
-            and f.open_time = t.open_time + to_microseconds(h.horizon * $bar_us)
+            and f.open_time = t.open_time + to_microseconds(h.horizon * $bar_us::bigint)
 ),
 
 next_up as (
@@ -86,7 +86,7 @@ window_up as (
     inner join bars as f
         on
             f.rn = t.rn + w.width
-            and f.open_time = t.open_time + to_microseconds(w.width * $bar_us)
+            and f.open_time = t.open_time + to_microseconds(w.width * $bar_us::bigint)
 ),
 
 barriers as (
@@ -112,7 +112,7 @@ barrier_spans as (
     inner join bars as f
         on
             f.rn = b.rn + b.horizon
-            and f.open_time = b.open_time + to_microseconds(b.horizon * $bar_us)
+            and f.open_time = b.open_time + to_microseconds(b.horizon * $bar_us::bigint)
 ),
 
 touches as (
@@ -168,7 +168,7 @@ leaky_window_up as (
     inner join bars as s
         on
             s.rn = t.rn - (w.width - 1)
-            and s.open_time = t.open_time - to_microseconds((w.width - 1) * $bar_us)
+            and s.open_time = t.open_time - to_microseconds((w.width - 1) * $bar_us::bigint)
 ),
 
 all_labels as (

@@ -12,7 +12,7 @@
 -- (decision_time, label).
 -- params:
 --   $kline_files     curated/klines Parquet files: the days kept plus the previous day(s)
---   $bar_us          bar length in microseconds (60000000 for 1m)
+--   $bar_us::bigint          bar length in microseconds (60000000 for 1m)
 --   $start, $end     windows kept: $start <= decision_time < $end
 --   $symbol          the symbol (it seeds the masks)
 --   $seed            mask seed (text)
@@ -26,7 +26,7 @@ with bars as (
     select
         row_number() over (order by open_time) as rn,
         open_time,
-        open_time + to_microseconds($bar_us) as decision_time
+        open_time + to_microseconds($bar_us::bigint) as decision_time
     from read_parquet($kline_files)
     where is_complete
 ),
@@ -45,7 +45,7 @@ candidates as (
         s.open_time as first_open_time,
         case
             when t.rn - (w.window_size - 1) < 1 then 'history'
-            when s.open_time != t.open_time - to_microseconds((w.window_size - 1) * $bar_us)
+            when s.open_time != t.open_time - to_microseconds((w.window_size - 1) * $bar_us::bigint)
                 then 'gap'
         end as excluded_reason
     from bars as t
@@ -59,7 +59,7 @@ windows as (
         d.dataset,
         c.window_size,
         c.decision_time,
-        c.decision_time - to_microseconds(c.window_size * $bar_us) as start_time,
+        c.decision_time - to_microseconds(c.window_size * $bar_us::bigint) as start_time,
         replace(d.label_template, '{w}', c.window_size::varchar) as label,
         least(c.window_size - 1, round(d.drop_fraction * c.window_size))::integer as n_dropped,
         c.excluded_reason

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
-from dagster_project.klines import CURATED_INTERVALS, to_utc
+from dagster_project.klines import CURATED_INTERVALS, interval_length, to_utc
 from dagster_project.labels import build_labels, build_windows, check_known_at
 from dagster_project.lake import Lake
+from dagster_project.sql import run_sql
+from ml.splits import time_split
 
 
 @dataclass(frozen=True)
@@ -66,3 +68,52 @@ def neighbour_kline_files(lake: Lake, symbol: str, interval: str, day: dt.date) 
 
 def bad_known_at(labels: pl.DataFrame) -> int:
     return check_known_at(labels).height
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    train: float = 0.6  # share of each series' samples, oldest first
+    validation: float = 0.2
+    test: float = 0.2
+    embargo_bars: int = 30  # bars dropped before each later block (the longest window)
+
+
+SERIES = ("symbol", "interval", "dataset", "window_size")
+
+
+def assign_splits(
+    lake: Lake, con: duckdb.DuckDBPyConnection, settings: SplitSettings = SplitSettings()
+) -> pl.DataFrame:
+    """Every landed sample with its ``split`` (train / validation / test / purged / embargoed),
+    assigned per series (symbol, interval, dataset, window size) in time order with purging on
+    ``known_at`` and an embargo (``ml.splits.time_split``); written to ``windows/splits``."""
+    samples = run_sql(
+        con,
+        "windows/samples",
+        {
+            "window_files": lake.glob("windows", "windows", ("symbol", "interval", "date")),
+            "label_files": lake.glob("labels", "labels", ("symbol", "interval", "date")),
+        },
+    ).pl()
+    parts = []
+    for (_symbol, interval, *_), series in samples.group_by(SERIES, maintain_order=True):
+        embargo = settings.embargo_bars * interval_length(interval)
+        parts.append(
+            time_split(series, settings.train, settings.validation, settings.test, embargo)
+        )
+    splits = pl.concat(parts) if parts else samples.with_columns(split=pl.lit(None, pl.String))
+    for (symbol, interval), rows in splits.group_by(["symbol", "interval"]):
+        lake.write_partition("windows", "splits", {"symbol": symbol, "interval": interval}, rows)
+    return splits
+
+
+def training_rows_reaching_test(splits: pl.DataFrame) -> int:
+    """Training samples whose label is known at or after the first test decision time of their
+    series: must be 0 (purging guarantees it)."""
+    first_test = (
+        splits.filter(pl.col("split") == "test")
+        .group_by(SERIES)
+        .agg(pl.col("decision_time").min().alias("test_start"))
+    )
+    train = splits.filter(pl.col("split") == "train").join(first_test, on=SERIES)
+    return train.filter(pl.col("known_at") >= pl.col("test_start")).height

@@ -20,14 +20,16 @@ klines_job = dg.define_asset_job(
 market_job = dg.define_asset_job(
     "market_job",
     selection=dg.AssetSelection.groups("ingest", "curate", "features", "datasets")
+    - dg.AssetSelection.assets(["windows", "splits"])
     - dg.AssetSelection.assets(["raw", "depth_updates"]),
     description="Everything of one day × symbol partition: klines, trades, order-book snapshots, "
     "curation and features (sources with book history: the simulator).",
 )
 catalog_job = dg.define_asset_job(
     "catalog_job",
-    selection=dg.AssetSelection.groups("catalog"),
-    description="Rebuild lake/candlelake.duckdb (one view per lake table).",
+    selection=dg.AssetSelection.groups("catalog") | dg.AssetSelection.assets(["windows", "splits"]),
+    description="The whole-lake assets: dataset splits over every landed sample, and "
+    "lake/candlelake.duckdb (one view per lake table).",
 )
 
 

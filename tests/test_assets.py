@@ -278,3 +278,15 @@ def test_labels_and_windows_for_consecutive_simulator_days(tmp_path, instance):
         "irregular_80",
         "irregular_95",
     }
+
+    from dagster_project.assets.datasets import splits
+
+    result = dg.materialize([splits], instance=instance, resources=resources(tmp_path))
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    assigned = pl.read_parquet(
+        lake.partition_files("windows", "splits", {"symbol": "BTCUSDT", "interval": "1m"})
+    )
+    regular = assigned.filter((pl.col("dataset") == "regular") & (pl.col("window_size") == 15))
+    train, test = (regular.filter(pl.col("split") == s) for s in ("train", "test"))
+    assert train.height > 0 and test.height > 0
+    assert train["known_at"].max() < test["decision_time"].min()

@@ -151,6 +151,7 @@ def test_ui_shows_assets_checks_and_main_job_runs(dagster_dev):
         "features/microstructure",
         "labels/labels",
         "windows/windows",
+        "windows/splits",
         "catalog",
     }
     assert assets["raw/klines"]["isPartitioned"] and not assets["catalog"]["isPartitioned"]

@@ -51,6 +51,7 @@ def test_definitions_load_exactly_these_assets():
         "features/microstructure",
         "labels/labels",
         "windows/windows",
+        "windows/splits",
         "catalog",
     }
 
@@ -66,6 +67,7 @@ def test_every_landed_table_has_its_checks():
     expected |= {("raw/agg_trades", name) for name in TRADE_CHECKS}
     expected |= {("raw/depth_updates", name) for name in UPDATE_CHECKS}
     expected |= {("labels/labels", "known_at_after_decision_time")}
+    expected |= {("windows/splits", "no_training_label_reaches_test")}
     assert checks == expected | {("curated/kline_gaps", "gap_report")}
 
 
@@ -80,6 +82,7 @@ def test_assets_are_grouped_by_layer_and_partitioned_by_day_and_symbol():
         "features/microstructure": "features",
         "labels/labels": "datasets",
         "windows/windows": "datasets",
+        "windows/splits": "datasets",
         "curated/klines": "curate",
         "curated/kline_gaps": "curate",
         "catalog": "catalog",

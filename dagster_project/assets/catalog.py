@@ -3,7 +3,7 @@
 import dagster as dg
 
 from dagster_project.assets.curate import CURATED_KLINES, KLINE_GAPS
-from dagster_project.assets.datasets import LABELS, WINDOWS
+from dagster_project.assets.datasets import LABELS, SPLITS, WINDOWS
 from dagster_project.assets.features import MICROSTRUCTURE
 from dagster_project.assets.ingest import RAW_AGG_TRADES, RAW_DEPTH_SNAPSHOTS, RAW_KLINES
 from dagster_project.lake import PART_GLOB, CatalogView, build_catalog
@@ -21,6 +21,7 @@ CATALOG_VIEWS = (
     CatalogView("microstructure", "features", "microstructure"),
     CatalogView("labels", "labels", "labels"),
     CatalogView("windows", "windows", "windows"),
+    CatalogView("splits", "windows", "splits"),
 )
 
 
@@ -35,6 +36,7 @@ CATALOG_VIEWS = (
         MICROSTRUCTURE,
         LABELS,
         WINDOWS,
+        SPLITS,
     ],
     group_name="catalog",
     kinds={"duckdb"},

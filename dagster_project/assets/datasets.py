@@ -5,7 +5,7 @@ import dagster as dg
 from dagster_project.assets.common import check_result
 from dagster_project.assets.curate import CURATED_KLINES
 from dagster_project.checks import CheckOutcome
-from dagster_project.datasets import build_dataset_day
+from dagster_project.datasets import assign_splits, build_dataset_day, training_rows_reaching_test
 from dagster_project.partitions import day_and_symbol, day_symbol
 from dagster_project.resources import DuckDBResource, LakeResource
 
@@ -61,4 +61,40 @@ def labels_and_windows(
         asset_key=WINDOWS,
         metadata={f"{b.interval}_windows": b.windows for b in built}
         | {f"{b.interval}_excluded_for_gaps": b.windows_excluded for b in built},
+    )
+
+
+SPLITS = dg.AssetKey(["windows", "splits"])
+
+
+@dg.asset(
+    key=SPLITS,
+    deps=[LABELS, WINDOWS],
+    group_name="datasets",
+    kinds={"parquet", "duckdb"},
+    check_specs=[dg.AssetCheckSpec("no_training_label_reaches_test", asset=SPLITS)],
+    description="Every sample (window + label) with its split: time-ordered train / validation "
+    "/ test blocks per symbol, interval, dataset and window size, training rows whose "
+    "[decision_time, known_at] overlaps a later block purged, and an embargo before each later "
+    "block (windows/splits).",
+)
+def splits(lake: LakeResource, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    with duckdb.connect() as con:
+        assigned = assign_splits(lake.get(), con)
+    leaks = training_rows_reaching_test(assigned)
+    counts = assigned.group_by("split").len()
+    return dg.MaterializeResult(
+        metadata={row["split"] or "none": row["len"] for row in counts.iter_rows(named=True)},
+        check_results=[
+            check_result(
+                SPLITS,
+                CheckOutcome(
+                    "no_training_label_reaches_test",
+                    leaks == 0,
+                    "no training sample's label is known at or after its series' first test "
+                    "decision time",
+                    {"leaking_rows": leaks},
+                ),
+            )
+        ],
     )

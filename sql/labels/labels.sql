@@ -1,5 +1,5 @@
 -- Labels for one symbol and interval in long format: one row per (decision_time, label).
--- Candle t closes at decision_time = open_time_t + $bar_us::bigint; a label is knowable when the last
+-- Candle t closes at decision_time = open_time_t + $bar_us; a label is knowable when the last
 -- candle it reads closes (known_at). Labels need an unbroken run of candles: a horizon is usable
 -- only if the candle h rows later opens exactly h bars later (consecutive open_times differ by one
 -- bar; incomplete curated bars count as missing). Labels whose future is not in $kline_files, or
@@ -7,7 +7,7 @@
 -- params:
 --   $kline_files     curated/klines Parquet files: the days kept, the next day(s) for forward
 --                    horizons and the previous day(s) for backward (leaky) windows
---   $bar_us::bigint          bar length in microseconds (60000000 for 1m)
+--   $bar_us          bar length in microseconds (60000000 for 1m)
 --   $start, $end     decision rows kept: $start <= decision_time < $end
 --   $next_up_h       horizons of next_up_h and fwd_logret_h (bars), e.g. [1, 5, 15]
 --   $window_up_w     widths of window_up_w and leaky_window_up_w (bars), e.g. [5, 15, 30]

@@ -12,7 +12,7 @@
 -- (decision_time, label).
 -- params:
 --   $kline_files     curated/klines Parquet files: the days kept plus the previous day(s)
---   $bar_us::bigint          bar length in microseconds (60000000 for 1m)
+--   $bar_us          bar length in microseconds (60000000 for 1m)
 --   $start, $end     windows kept: $start <= decision_time < $end
 --   $symbol          the symbol (it seeds the masks)
 --   $seed            mask seed (text)

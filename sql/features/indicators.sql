@@ -1,0 +1,149 @@
+-- Windowed technical indicators of one symbol and interval, one row per bar of the partition.
+-- Every window counts bars (rows), like the `ta` library; a row at open_time t uses only bars with
+-- open_time <= t (all known at the close of candle t). An indicator is NULL until its full window
+-- exists in the input (warm-up), so the input must hold enough bars before $start (see
+-- dagster_project/indicators.py: WARMUP_BARS) for the partition to equal the whole series.
+-- Definitions (equal to `ta` 0.11 after warm-up unless noted):
+--   sma_n          mean close over n bars
+--   bb_*_20        Bollinger 20/2: middle = sma_20, upper/lower = middle +/- 2 * population std,
+--                  width = (upper - lower) / middle * 100, pct_b = (close - lower) / (upper - lower)
+--   roc_12         100 * (close / close 12 bars earlier - 1);  mom_10 = close - close 10 bars earlier
+--   stoch_k_14     100 * (close - min low 14) / (max high 14 - min low 14); stoch_d_3 = sma 3 of %K
+--   cmf_20         sum(mfv, 20) / sum(volume, 20), mfv = ((c - l) - (h - c)) / (h - l) * volume (0 if h = l)
+--   mfi_14         100 - 100 / (1 + positive flow / negative flow) over the last 14 typical-price
+--                  changes. Textbook: the first value needs 14 changes (15 bars); `ta` already emits
+--                  one bar earlier counting bar 0 as a zero flow, so row 14 of the input is ours.
+--   obv_20, vpt_20 OBV and VPT are cumulative sums whose level depends on where the data begins, so
+--                  they could never be partition-exact; these are their 20-bar changes
+--                  (`ta` obv.diff(20), vpt.diff(20)): signed volume and pct_change * volume summed
+--                  over the last 20 bars
+--   ret_1, logret_1, volume_change_1   1-bar simple return, log return, relative volume change
+--   hl2 = (h + l) / 2;  typical_price = (h + l + c) / 3
+--   rv_20          realised volatility: sample std (ddof 1) of the last 20 1-bar log returns, per
+--                  bar, not annualised
+--   keltner_*_20   `ta` KeltnerChannel default (original_version = true, window 20): middle = sma 20
+--                  of typical price, upper = sma 20 of (4h - 2l + c) / 3, lower = sma 20 of
+--                  (-2h + 4l + c) / 3 (`ta` fills the bands from bar 0; here they wait for 20 bars)
+--   donchian_*_20  max high / min low over 20 bars and their midpoint
+-- params:
+--   $kline_files  curated/klines Parquet file(s) of one symbol and interval: the partition plus
+--                 earlier bars for warm-up
+--   $start        first open_time of the partition (inclusive, UTC)
+--   $end          end of the partition (exclusive, UTC)
+-- grain: open_time
+with klines as (
+    select open_time, open, high, low, close, volume
+    from read_parquet($kline_files)
+),
+
+steps as (
+    select
+        *,
+        row_number() over (order by open_time) as bar,
+        lag(close) over (order by open_time) as prev_close,
+        lag(volume) over (order by open_time) as prev_volume,
+        (high + low + close) / 3 as typical_price
+    from klines
+),
+
+flows as (
+    select
+        *,
+        lag(typical_price) over (order by open_time) as prev_typical_price,
+        case when high > low then ((close - low) - (high - close)) / (high - low) else 0 end
+        * volume as money_flow_volume,
+        case when close < prev_close then -volume else volume end as signed_volume,
+        (close / prev_close - 1) * volume as price_volume,
+        ln(close / prev_close) as logret_1
+    from steps
+),
+
+windowed as (
+    select
+        *,
+        avg(close) over (order by open_time rows 9 preceding) as mean_10,
+        avg(close) over w20 as mean_20,
+        avg(close) over (order by open_time rows 49 preceding) as mean_50,
+        avg(close) over (order by open_time rows 99 preceding) as mean_100,
+        avg(close) over (order by open_time rows 199 preceding) as mean_200,
+        stddev_pop(close) over w20 as std_20,
+        stddev_samp(logret_1) over w20 as logret_std_20,
+        min(low) over w14 as low_14,
+        max(high) over w14 as high_14,
+        min(low) over w20 as low_20,
+        max(high) over w20 as high_20,
+        sum(money_flow_volume) over w20 / sum(volume) over w20 as cmf,
+        sum(
+            case when typical_price > prev_typical_price then typical_price * volume else 0 end
+        ) over w14 as positive_flow,
+        sum(
+            case when typical_price < prev_typical_price then typical_price * volume else 0 end
+        ) over w14 as negative_flow,
+        sum(signed_volume) over w20 as obv_change,
+        sum(price_volume) over w20 as vpt_change,
+        avg(typical_price) over w20 as keltner_mid,
+        avg((4 * high - 2 * low + close) / 3) over w20 as keltner_up,
+        avg((-2 * high + 4 * low + close) / 3) over w20 as keltner_down,
+        lag(close, 10) over (order by open_time) as close_10_ago,
+        lag(close, 12) over (order by open_time) as close_12_ago
+    from flows
+    window
+        w14 as (order by open_time rows 13 preceding),
+        w20 as (order by open_time rows 19 preceding)
+),
+
+stochastic as (
+    select
+        *,
+        case
+            when bar >= 14 then 100 * (close - low_14) / nullif(high_14 - low_14, 0)
+        end as stoch_k
+    from windowed
+),
+
+indicators as (
+    select
+        open_time,
+        case when bar >= 10 then mean_10 end as sma_10,
+        case when bar >= 20 then mean_20 end as sma_20,
+        case when bar >= 50 then mean_50 end as sma_50,
+        case when bar >= 100 then mean_100 end as sma_100,
+        case when bar >= 200 then mean_200 end as sma_200,
+        case when bar >= 20 then mean_20 + 2 * std_20 end as bb_upper_20,
+        case when bar >= 20 then mean_20 end as bb_middle_20,
+        case when bar >= 20 then mean_20 - 2 * std_20 end as bb_lower_20,
+        case when bar >= 20 then 4 * std_20 / mean_20 * 100 end as bb_width_20,
+        case
+            when bar >= 20 then (close - (mean_20 - 2 * std_20)) / nullif(4 * std_20, 0)
+        end as bb_pct_b_20,
+        100 * (close / close_12_ago - 1) as roc_12,
+        close - close_10_ago as mom_10,
+        stoch_k as stoch_k_14,
+        case
+            when bar >= 16 then avg(stoch_k) over (order by open_time rows 2 preceding)
+        end as stoch_d_3,
+        case when bar >= 20 then cmf end as cmf_20,
+        case
+            when bar >= 15 then 100 - 100 / (1 + positive_flow / negative_flow)
+        end as mfi_14,
+        case when bar >= 21 then obv_change end as obv_20,
+        case when bar >= 21 then vpt_change end as vpt_20,
+        close / prev_close - 1 as ret_1,
+        logret_1,
+        volume / nullif(prev_volume, 0) - 1 as volume_change_1,
+        (high + low) / 2 as hl2,
+        typical_price,
+        case when bar >= 21 then logret_std_20 end as rv_20,
+        case when bar >= 20 then keltner_up end as keltner_upper_20,
+        case when bar >= 20 then keltner_mid end as keltner_middle_20,
+        case when bar >= 20 then keltner_down end as keltner_lower_20,
+        case when bar >= 20 then high_20 end as donchian_upper_20,
+        case when bar >= 20 then (high_20 + low_20) / 2 end as donchian_middle_20,
+        case when bar >= 20 then low_20 end as donchian_lower_20
+    from stochastic
+)
+
+select *
+from indicators
+where open_time >= $start and open_time < $end
+order by open_time

@@ -290,3 +290,23 @@ def test_labels_and_windows_for_consecutive_simulator_days(tmp_path, instance):
     train, test = (regular.filter(pl.col("split") == s) for s in ("train", "test"))
     assert train.height > 0 and test.height > 0
     assert train["known_at"].max() < test["decision_time"].min()
+
+
+def test_indicators_asset_writes_every_interval_with_its_availability(tmp_path, instance):
+    from dagster_project.assets.features import indicators
+
+    dg.materialize(
+        [raw_klines, curated_klines, indicators],
+        partition_key=KEY,
+        instance=instance,
+        resources=resources(tmp_path),
+    )
+    lake = Lake(tmp_path)
+    for interval, bars in {"1m": 1440, "5m": 288, "15m": 96, "1h": 24}.items():
+        keys = {**RAW, "interval": interval}
+        frame = lake.read_partition("features", "indicators", keys)
+        assert frame.height == bars and len(frame.columns) - 1 >= 40
+        availability = lake.read_partition("features", "indicator_availability", keys)
+        usable = set(availability.filter(pl.col("usable"))["indicator"])
+        # a first day without history: only indicators of the bar itself are usable all day
+        assert usable == {"hl2", "typical_price"}

@@ -149,6 +149,7 @@ def test_ui_shows_assets_checks_and_main_job_runs(dagster_dev):
         "curated/klines",
         "curated/kline_gaps",
         "features/microstructure",
+        "features/indicators",
         "labels/labels",
         "windows/windows",
         "windows/splits",

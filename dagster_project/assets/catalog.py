@@ -4,7 +4,7 @@ import dagster as dg
 
 from dagster_project.assets.curate import CURATED_KLINES, KLINE_GAPS
 from dagster_project.assets.datasets import LABELS, SPLITS, WINDOWS
-from dagster_project.assets.features import MICROSTRUCTURE
+from dagster_project.assets.features import INDICATORS, MICROSTRUCTURE
 from dagster_project.assets.ingest import RAW_AGG_TRADES, RAW_DEPTH_SNAPSHOTS, RAW_KLINES
 from dagster_project.lake import PART_GLOB, CatalogView, build_catalog
 from dagster_project.resources import LakeResource
@@ -19,6 +19,8 @@ CATALOG_VIEWS = (
     CatalogView("depth_snapshots", "raw", "depth_snapshots", PART_GLOB),
     CatalogView("depth_updates", "raw", "depth_updates", PART_GLOB),
     CatalogView("microstructure", "features", "microstructure"),
+    CatalogView("indicators", "features", "indicators"),
+    CatalogView("indicator_availability", "features", "indicator_availability"),
     CatalogView("labels", "labels", "labels"),
     CatalogView("windows", "windows", "windows"),
     CatalogView("splits", "windows", "splits"),
@@ -34,6 +36,7 @@ CATALOG_VIEWS = (
         RAW_AGG_TRADES,
         RAW_DEPTH_SNAPSHOTS,
         MICROSTRUCTURE,
+        INDICATORS,
         LABELS,
         WINDOWS,
         SPLITS,

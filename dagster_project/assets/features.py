@@ -4,11 +4,16 @@ import dagster as dg
 
 from dagster_project.assets.curate import CURATED_KLINES
 from dagster_project.assets.ingest import RAW_AGG_TRADES, RAW_DEPTH_SNAPSHOTS
-from dagster_project.features import MicrostructureSettings, build_microstructure
+from dagster_project.features import (
+    MicrostructureSettings,
+    build_indicators,
+    build_microstructure,
+)
 from dagster_project.partitions import day_and_symbol, day_symbol
 from dagster_project.resources import DuckDBResource, LakeResource
 
 MICROSTRUCTURE = dg.AssetKey(["features", "microstructure"])
+INDICATORS = dg.AssetKey(["features", "indicators"])
 
 
 class MicrostructureConfig(dg.Config):
@@ -44,3 +49,29 @@ def microstructure(
             "median_spread_bps": features["spread_bps"].median(),
         }
     )
+
+
+@dg.asset(
+    key=INDICATORS,
+    deps=[CURATED_KLINES],
+    group_name="features",
+    partitions_def=day_symbol,
+    kinds={"parquet", "duckdb"},
+    description="45 technical indicators per bar at every curated interval (SQL window functions "
+    "in sql/features/indicators.sql plus one vectorised recursive smoother), equal to the `ta` "
+    "library after warm-up and to a whole-series computation; NULL while warming up. "
+    "features/indicator_availability says which are usable per day.",
+)
+def indicators(
+    context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
+) -> dg.MaterializeResult:
+    day, symbol = day_and_symbol(context.partition_key)
+    with duckdb.connect() as con:
+        built = build_indicators(lake.get(), con, symbol, day)
+    metadata: dict[str, object] = {}
+    for b in built:
+        metadata[f"{b.interval}_rows"] = b.rows
+        metadata[f"{b.interval}_usable_indicators"] = b.usable
+        if b.unusable:
+            metadata[f"{b.interval}_warming_up"] = ", ".join(b.unusable)
+    return dg.MaterializeResult(metadata=metadata)

@@ -4,7 +4,8 @@
 
 Runs `candlelake run` in a fresh temporary lake and Dagster instance (3 symbols × 3 days through
 Dagster: 9 market_job runs — 1m klines, curation, ~1 M simulated trades and 86,400 book snapshots
-a symbol-day, microstructure features, every check — + 1 catalog_job run), against a reference:
+a symbol-day, microstructure, indicators, labels, windows, every check — + 1 catalog_job run with
+the dataset splits), against a reference:
 the klines part alone, landed and curated by `candlelake --no-record ingest` (library code,
 without Dagster). Both as subprocesses, so start-up (imports) is included.
 Goal: the main job ≤ 5 minutes on 2 cores.

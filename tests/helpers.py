@@ -43,3 +43,20 @@ def minute_klines(
     day: dt.date, minutes: list[int], source: str = "simulator", **kw
 ) -> pl.DataFrame:
     return klines_from_binance_rows(minute_rows(day, minutes, **kw), source)
+
+
+# Every asset the Definitions load, by lake path (what the UI must show too).
+ALL_ASSET_KEYS = {
+    "raw/klines",
+    "raw/agg_trades",
+    "raw/depth_snapshots",
+    "raw/depth_updates",
+    "curated/klines",
+    "curated/kline_gaps",
+    "features/microstructure",
+    "features/indicators",
+    "labels/labels",
+    "windows/windows",
+    "windows/splits",
+    "catalog",
+}

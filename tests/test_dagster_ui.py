@@ -19,6 +19,7 @@ import pytest
 
 from dagster_project import main_job
 from dagster_project.lake import Lake
+from tests.helpers import ALL_ASSET_KEYS
 
 pytestmark = pytest.mark.slow
 
@@ -141,20 +142,7 @@ def dagster_dev(project):
 def test_ui_shows_assets_checks_and_main_job_runs(dagster_dev):
     data = dagster_dev.graphql(OVERVIEW)
     assets = {"/".join(node["assetKey"]["path"]): node for node in data["assetNodes"]}
-    assert set(assets) == {
-        "raw/klines",
-        "raw/agg_trades",
-        "raw/depth_snapshots",
-        "raw/depth_updates",
-        "curated/klines",
-        "curated/kline_gaps",
-        "features/microstructure",
-        "features/indicators",
-        "labels/labels",
-        "windows/windows",
-        "windows/splits",
-        "catalog",
-    }
+    assert set(assets) == ALL_ASSET_KEYS
     assert assets["raw/klines"]["isPartitioned"] and not assets["catalog"]["isPartitioned"]
     raw_checks = {c["name"] for c in assets["raw/klines"]["assetChecksOrError"]["checks"]}
     assert "ohlc_consistent" in raw_checks and len(raw_checks) == 5

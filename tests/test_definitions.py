@@ -9,6 +9,7 @@ import dagster as dg
 from dagster_project.definitions import defs
 from dagster_project.jobs import daily_klines_schedule
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME
+from tests.helpers import ALL_ASSET_KEYS
 
 KLINE_CHECKS = {
     "unique_open_time",
@@ -41,20 +42,7 @@ TRADE_CHECKS = {
 
 def test_definitions_load_exactly_these_assets():
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
-    assert keys == {
-        "raw/klines",
-        "raw/agg_trades",
-        "raw/depth_snapshots",
-        "raw/depth_updates",
-        "curated/klines",
-        "curated/kline_gaps",
-        "features/microstructure",
-        "features/indicators",
-        "labels/labels",
-        "windows/windows",
-        "windows/splits",
-        "catalog",
-    }
+    assert keys == ALL_ASSET_KEYS
 
 
 def test_every_landed_table_has_its_checks():

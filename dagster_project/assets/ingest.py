@@ -1,5 +1,8 @@
 """Ingest layer: land raw klines, aggregate trades and book snapshots per UTC day and symbol."""
 
+import datetime as dt
+from collections.abc import Callable
+
 import dagster as dg
 import polars as pl
 
@@ -9,6 +12,7 @@ from dagster_project.checks import (
     DEPTH_SNAPSHOT_CHECKS,
     DEPTH_UPDATE_CHECKS,
     KLINE_CHECKS,
+    CheckOutcome,
     agg_trade_checks,
     depth_snapshot_checks,
     depth_update_checks,
@@ -22,8 +26,10 @@ from dagster_project.ingest.sources import (
     trade_source,
 )
 from dagster_project.klines import TimeRange
+from dagster_project.lake import Lake
 from dagster_project.partitions import day_and_symbol, day_symbol
 from dagster_project.resources import LakeResource, MarketSourceResource
+from dagster_project.schemas import RAW_TABLES
 
 RAW_KLINES = dg.AssetKey(["raw", "klines"])
 RAW_AGG_TRADES = dg.AssetKey(["raw", "agg_trades"])
@@ -78,12 +84,14 @@ def raw_agg_trades(
     the_lake = lake.get()
     source = trade_source(market_source.build(the_lake))
     frame = source.fetch_agg_trades(symbol, TimeRange.for_day(day))
-    landed = land_symbol_day(the_lake, "agg_trades", symbol, day, frame)
-    frame = pl.read_parquet(landed.path)
-    return dg.MaterializeResult(
-        metadata={"source": source.name, **landed_metadata(landed)}
-        | time_range_metadata(frame, "ts"),
-        check_results=[check_result(RAW_AGG_TRADES, o) for o in agg_trade_checks(frame, day)],
+    return land_and_check(
+        the_lake,
+        RAW_AGG_TRADES,
+        symbol,
+        day,
+        frame,
+        lambda landed: agg_trade_checks(landed, day),
+        {"source": source.name},
     )
 
 
@@ -109,13 +117,14 @@ def raw_depth_snapshots(
         source = depth_snapshot_source(market_source.build(the_lake))
         frame = source.fetch_depth_snapshots(symbol, TimeRange.for_day(day), cadence_s, levels)
         source_name = source.name
-    landed = land_symbol_day(the_lake, "depth_snapshots", symbol, day, frame)
-    frame = the_lake.read_partition("raw", "depth_snapshots", {"symbol": symbol, "date": day})
-    outcomes = depth_snapshot_checks(frame, day, cadence_s)
-    return dg.MaterializeResult(
-        metadata={"source": source_name, **landed_metadata(landed)}
-        | time_range_metadata(frame, "ts"),
-        check_results=[check_result(RAW_DEPTH_SNAPSHOTS, o) for o in outcomes],
+    return land_and_check(
+        the_lake,
+        RAW_DEPTH_SNAPSHOTS,
+        symbol,
+        day,
+        frame,
+        lambda landed: depth_snapshot_checks(landed, day, cadence_s),
+        {"source": source_name},
     )
 
 
@@ -140,17 +149,35 @@ def raw_depth_updates(
     replayed = recordings.replay_day(
         symbol, TimeRange.for_day(day), market_source.depth_cadence_s, market_source.depth_levels
     )
-    landed = land_symbol_day(the_lake, "depth_updates", symbol, day, replayed.updates)
-    frame = the_lake.read_partition("raw", "depth_updates", {"symbol": symbol, "date": day})
-    outcomes = depth_update_checks(frame, day, recordings.market)
+    return land_and_check(
+        the_lake,
+        RAW_DEPTH_UPDATES,
+        symbol,
+        day,
+        replayed.updates,
+        lambda landed: depth_update_checks(landed, day, recordings.market),
+        {"source": recordings.name, "resyncs": replayed.stats.resync_count},
+    )
+
+
+def land_and_check(
+    lake: Lake,
+    asset: dg.AssetKey,
+    symbol: str,
+    day: dt.date,
+    frame: pl.DataFrame,
+    checks: Callable[[pl.DataFrame], list[CheckOutcome]],
+    metadata: dict[str, object],
+) -> dg.MaterializeResult:
+    """Replace the symbol-day partition of a ``raw/<table>`` asset, then check what landed."""
+    table = asset.path[-1]
+    landed = land_symbol_day(lake, table, symbol, day, frame)
+    rows = lake.read_partition("raw", table, {"symbol": symbol, "date": day})
     return dg.MaterializeResult(
-        metadata={
-            "source": recordings.name,
-            "resyncs": replayed.stats.resync_count,
-            **landed_metadata(landed),
-        }
-        | time_range_metadata(frame, "event_time"),
-        check_results=[check_result(RAW_DEPTH_UPDATES, o) for o in outcomes],
+        metadata=metadata
+        | landed_metadata(landed)
+        | time_range_metadata(rows, RAW_TABLES[table][1]),
+        check_results=[check_result(asset, outcome) for outcome in checks(rows)],
     )
 
 

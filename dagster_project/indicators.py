@@ -30,7 +30,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 
 import duckdb
 import numpy as np
@@ -98,19 +100,32 @@ def compute_indicators(
     """All indicators for bars with ``open_time`` in ``[start, end)``, one row per bar.
 
     ``kline_files``: curated klines of one symbol and interval, the partition plus warm-up history.
+    The recursive smoothers run in a second thread while DuckDB computes the windowed SQL (both
+    release the GIL).
     """
     files = [str(f) for f in kline_files]
-    windowed = run_sql(con, SQL_NAME, {"kline_files": files, "start": start, "end": end}).pl()
-    klines = con.sql(
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        recursive = pool.submit(_recursive_frame, con.cursor(), files, start, end)
+        windowed = run_sql(con, SQL_NAME, {"kline_files": files, "start": start, "end": end}).pl()
+        recursive = recursive.result()
+    times = windowed["open_time"]
+    if times.n_unique() != times.len():
+        raise ValueError(f"kline files repeat an open_time (curated klines are unique): {files}")
+    if not times.equals(recursive["open_time"]):
+        raise ValueError(f"kline files changed while their indicators were computed: {files}")
+    return pl.concat([windowed, recursive.drop("open_time")], how="horizontal")
+
+
+def _recursive_frame(
+    cursor: duckdb.DuckDBPyConnection, files: list[str], start: dt.datetime, end: dt.datetime
+) -> pl.DataFrame:
+    klines = cursor.sql(
         "select open_time, high, low, close from read_parquet($files) order by open_time",
         params={"files": files},
     ).pl()
-    recursive = (
-        pl.DataFrame(recursive_indicators(klines))
-        .with_columns(klines["open_time"])
-        .filter(pl.col("open_time").is_between(start, end, closed="left"))
-    )
-    return windowed.join(recursive, on="open_time", how="left", maintain_order="left")
+    inside = klines["open_time"].is_between(start, end, closed="left")
+    columns = [klines["open_time"], *recursive_indicators(klines).values()]
+    return pl.DataFrame(columns).filter(inside)
 
 
 @dataclass(frozen=True)
@@ -118,6 +133,14 @@ class _Prices:
     high: np.ndarray
     low: np.ndarray
     close: np.ndarray
+
+    @cached_property
+    def true_range(self) -> np.ndarray:
+        """The first bar, without a previous close, is high - low (as Wilder and `ta`)."""
+        prev_close = np.concatenate(([np.nan], self.close[:-1]))
+        with np.errstate(invalid="ignore"):
+            gaps = np.fmax(np.abs(self.high - prev_close), np.abs(self.low - prev_close))
+        return np.fmax(self.high - self.low, gaps)
 
 
 def recursive_indicators(klines: pl.DataFrame) -> dict[str, pl.Series]:
@@ -130,9 +153,8 @@ def recursive_indicators(klines: pl.DataFrame) -> dict[str, pl.Series]:
     values |= _atr_columns(prices) | _adx_columns(prices)
     columns = {}
     for name, array in values.items():
-        masked = array.copy()
-        masked[: RECURSIVE_WARMUP[name]] = np.nan
-        columns[name] = pl.Series(name, masked, nan_to_null=True)
+        array[: RECURSIVE_WARMUP[name]] = np.nan
+        columns[name] = pl.Series(name, array, nan_to_null=True)
     return columns
 
 
@@ -182,16 +204,8 @@ def _macd_columns(close: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _true_range(prices: _Prices) -> np.ndarray:
-    """True range; the first bar, without a previous close, is high - low (as Wilder and `ta`)."""
-    prev_close = np.concatenate(([np.nan], prices.close[:-1]))
-    with np.errstate(invalid="ignore"):
-        gaps = np.fmax(np.abs(prices.high - prev_close), np.abs(prices.low - prev_close))
-    return np.fmax(prices.high - prices.low, gaps)
-
-
 def _atr_columns(prices: _Prices) -> dict[str, np.ndarray]:
-    atr = recursive_mean(_true_range(prices), ATR_PERIOD, 1 / ATR_PERIOD)
+    atr = recursive_mean(prices.true_range, ATR_PERIOD, 1 / ATR_PERIOD)
     return {f"atr_{ATR_PERIOD}": atr, f"natr_{ATR_PERIOD}": 100 * atr / prices.close}
 
 
@@ -202,7 +216,7 @@ def _adx_columns(prices: _Prices) -> dict[str, np.ndarray]:
     down = -np.diff(prices.low, prepend=np.nan)
     plus_dm = np.where((up > down) & (up > 0), up, 0.0)
     minus_dm = np.where((down > up) & (down > 0), down, 0.0)
-    true_range = _true_range(prices)
+    true_range = prices.true_range.copy()
     for series in (plus_dm, minus_dm, true_range):
         series[0] = np.nan
     smoothed_tr = recursive_mean(true_range, n, 1 / n)

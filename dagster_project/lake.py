@@ -211,7 +211,7 @@ def connect(
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection that works in UTC (``time_bucket`` and casts depend on the time zone)."""
     con = duckdb.connect(str(database), read_only=read_only, config=config or {})
-    con.execute("set TimeZone = 'UTC'")
+    con.execute("set global TimeZone = 'UTC'")  # global: cursors of this connection inherit it
     return con
 
 

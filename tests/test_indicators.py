@@ -278,6 +278,32 @@ def test_sql_by_hand(tmp_path):
     assert out.row(9 - 1, named=True)["sma_10"] == pytest.approx(104.5, rel=1e-12)
 
 
+def test_stochastic_is_null_where_the_range_is_flat(tmp_path):
+    """%K is undefined on a flat 14-bar range; %D over it is NULL, not a mean of fewer bars."""
+    times = [START + dt.timedelta(minutes=i) for i in range(40)]
+    close = [100.0] * 20 + [100.0 + i for i in range(1, 21)]
+    klines = pl.DataFrame(
+        {"open_time": times, "high": close, "low": close, "close": close, "volume": [1.0] * 40}
+    )
+    klines.write_parquet(tmp_path / "k.parquet")
+    end = times[-1] + dt.timedelta(minutes=1)
+    params = {"kline_files": [str(tmp_path / "k.parquet")], "start": times[0], "end": end}
+    out = run_sql(connect(), "features/indicators", params).pl()
+    stoch_k, stoch_d = out["stoch_k_14"].to_list(), out["stoch_d_3"].to_list()
+    assert stoch_k[19] is None and stoch_k[20] == 100.0  # bar 20 is the first to rise
+    assert stoch_d[21] is None and stoch_d[22] == 100.0
+    high, low, close = (klines[c].to_pandas() for c in ("high", "low", "close"))
+    theirs = ta.momentum.StochasticOscillator(high, low, close, 14, 3).stoch_signal()
+    assert np.isnan(theirs[21]) and theirs[22] == 100.0
+
+
+def test_duplicate_bars_are_rejected(tmp_path):
+    klines = simulated("1h", 2)
+    files = write_klines(pl.concat([klines, klines.tail(1)]), tmp_path)
+    with pytest.raises(ValueError, match="repeat an open_time"):
+        ind.compute_indicators(connect(), files, START, START + dt.timedelta(days=2))
+
+
 def test_run_sql_checks_params(tmp_path):
     with pytest.raises(InvalidRequestError):
         run_sql(connect(), "features/indicators", {"kline_files": [], "start": START})

@@ -32,30 +32,41 @@
 --   $end          end of the partition (exclusive, UTC)
 -- grain: open_time
 with klines as (
-    select open_time, open, high, low, close, volume
+    select open_time, high, low, close, volume
     from read_parquet($kline_files)
 ),
 
-steps as (
+-- Every lag in one pass (lags are cheap; each window aggregate below costs a segment tree).
+history as (
     select
         *,
-        row_number() over (order by open_time) as bar,
-        lag(close) over (order by open_time) as prev_close,
-        lag(volume) over (order by open_time) as prev_volume,
-        (high + low + close) / 3 as typical_price
+        row_number() over bars as bar,
+        lag(close) over bars as prev_close,
+        lag(high) over bars as prev_high,
+        lag(low) over bars as prev_low,
+        lag(volume) over bars as prev_volume,
+        lag(close, 2) over bars as close_2_ago,
+        lag(close, 10) over bars as close_10_ago,
+        lag(close, 12) over bars as close_12_ago,
+        lag(high, 14) over bars as high_14_ago,
+        lag(low, 14) over bars as low_14_ago,
+        lag(high, 15) over bars as high_15_ago,
+        lag(low, 15) over bars as low_15_ago
     from klines
+    window bars as (order by open_time)
 ),
 
 flows as (
     select
         *,
-        lag(typical_price) over (order by open_time) as prev_typical_price,
+        (high + low + close) / 3 as typical_price,
+        (prev_high + prev_low + prev_close) / 3 as prev_typical_price,
         case when high > low then ((close - low) - (high - close)) / (high - low) else 0 end
         * volume as money_flow_volume,
         case when close < prev_close then -volume else volume end as signed_volume,
         (close / prev_close - 1) * volume as price_volume,
         ln(close / prev_close) as logret_1
-    from steps
+    from history
 ),
 
 windowed as (
@@ -68,8 +79,9 @@ windowed as (
         avg(close) over (order by open_time rows 199 preceding) as mean_200,
         stddev_pop(close) over w20 as std_20,
         stddev_samp(logret_1) over w20 as logret_std_20,
-        min(low) over w14 as low_14,
-        max(high) over w14 as high_14,
+        -- bars t-13 .. t-2: the part shared by the 14-bar windows of %K at t, t-1 and t-2
+        min(low) over shared_14 as shared_low_14,
+        max(high) over shared_14 as shared_high_14,
         min(low) over w20 as low_20,
         max(high) over w20 as high_20,
         sum(money_flow_volume) over w20 / sum(volume) over w20 as cmf,
@@ -81,13 +93,11 @@ windowed as (
         ) over w14 as negative_flow,
         sum(signed_volume) over w20 as obv_change,
         sum(price_volume) over w20 as vpt_change,
-        avg(typical_price) over w20 as keltner_mid,
-        avg((4 * high - 2 * low + close) / 3) over w20 as keltner_up,
-        avg((-2 * high + 4 * low + close) / 3) over w20 as keltner_down,
-        lag(close, 10) over (order by open_time) as close_10_ago,
-        lag(close, 12) over (order by open_time) as close_12_ago
+        avg(high) over w20 as mean_high_20,
+        avg(low) over w20 as mean_low_20
     from flows
     window
+        shared_14 as (order by open_time rows between 13 preceding and 2 preceding),
         w14 as (order by open_time rows 13 preceding),
         w20 as (order by open_time rows 19 preceding)
 ),
@@ -95,9 +105,22 @@ windowed as (
 stochastic as (
     select
         *,
-        case
-            when bar >= 14 then 100 * (close - low_14) / nullif(high_14 - low_14, 0)
-        end as stoch_k
+        100 * (close - least(shared_low_14, prev_low, low))
+        / nullif(
+            greatest(shared_high_14, prev_high, high) - least(shared_low_14, prev_low, low), 0
+        ) as stoch_k,
+        100 * (prev_close - least(shared_low_14, low_14_ago, prev_low))
+        / nullif(
+            greatest(shared_high_14, high_14_ago, prev_high)
+            - least(shared_low_14, low_14_ago, prev_low),
+            0
+        ) as prev_stoch_k,
+        100 * (close_2_ago - least(shared_low_14, low_15_ago, low_14_ago))
+        / nullif(
+            greatest(shared_high_14, high_15_ago, high_14_ago)
+            - least(shared_low_14, low_15_ago, low_14_ago),
+            0
+        ) as stoch_k_2_ago
     from windowed
 ),
 
@@ -118,10 +141,8 @@ indicators as (
         end as bb_pct_b_20,
         100 * (close / close_12_ago - 1) as roc_12,
         close - close_10_ago as mom_10,
-        stoch_k as stoch_k_14,
-        case
-            when bar >= 16 then avg(stoch_k) over (order by open_time rows 2 preceding)
-        end as stoch_d_3,
+        case when bar >= 14 then stoch_k end as stoch_k_14,
+        case when bar >= 16 then (stoch_k + prev_stoch_k + stoch_k_2_ago) / 3 end as stoch_d_3,
         case when bar >= 20 then cmf end as cmf_20,
         case
             when bar >= 15 then 100 - 100 / (1 + positive_flow / negative_flow)
@@ -134,9 +155,12 @@ indicators as (
         (high + low) / 2 as hl2,
         typical_price,
         case when bar >= 21 then logret_std_20 end as rv_20,
-        case when bar >= 20 then keltner_up end as keltner_upper_20,
-        case when bar >= 20 then keltner_mid end as keltner_middle_20,
-        case when bar >= 20 then keltner_down end as keltner_lower_20,
+        case when bar >= 20 then (4 * mean_high_20 - 2 * mean_low_20 + mean_20) / 3 end
+            as keltner_upper_20,
+        case when bar >= 20 then (mean_high_20 + mean_low_20 + mean_20) / 3 end
+            as keltner_middle_20,
+        case when bar >= 20 then (-2 * mean_high_20 + 4 * mean_low_20 + mean_20) / 3 end
+            as keltner_lower_20,
         case when bar >= 20 then high_20 end as donchian_upper_20,
         case when bar >= 20 then (high_20 + low_20) / 2 end as donchian_middle_20,
         case when bar >= 20 then low_20 end as donchian_lower_20

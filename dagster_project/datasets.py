@@ -51,9 +51,14 @@ def build_dataset_day(
     return built
 
 
+# Days of curated klines read on each side of a labels / windows day: the windows' and the
+# volatility's history before it, the label horizons past its midnight after it.
+NEIGHBOUR_DAYS = 1
+
+
 def neighbour_kline_files(lake: Lake, symbol: str, interval: str, day: dt.date) -> list[str]:
-    """The curated klines files of the day before, the day and the day after that exist; none
-    when the day itself has no curated klines at this interval."""
+    """The curated klines files from NEIGHBOUR_DAYS before to NEIGHBOUR_DAYS after ``day`` that
+    exist; none when the day itself has no curated klines at this interval."""
 
     def file(d: dt.date):
         return lake.partition_file(
@@ -62,7 +67,7 @@ def neighbour_kline_files(lake: Lake, symbol: str, interval: str, day: dt.date) 
 
     if not file(day).is_file():
         return []
-    days = (day - dt.timedelta(days=1), day, day + dt.timedelta(days=1))
+    days = (day + dt.timedelta(days=n) for n in range(-NEIGHBOUR_DAYS, NEIGHBOUR_DAYS + 1))
     return [str(file(d)) for d in days if file(d).is_file()]
 
 

@@ -14,6 +14,9 @@ from dagster_project.klines import CURATED_INTERVALS, to_utc
 from dagster_project.lake import Lake
 from dagster_project.sql import run_sql
 
+# Earlier days of curated klines an indicators day reads, at its longest-warm-up interval.
+INDICATOR_HISTORY_DAYS = max(warmup_days(interval) for interval in CURATED_INTERVALS)
+
 
 @dataclass(frozen=True)
 class MicrostructureSettings:

@@ -7,6 +7,7 @@ Assets are partitioned by UTC day × symbol. Symbols are a dynamic dimension: ad
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 
 import dagster as dg
 
@@ -30,3 +31,29 @@ def day_and_symbol(partition_key: str | dg.MultiPartitionKey) -> tuple[dt.date, 
         partition_key = day_symbol.get_partition_key_from_str(partition_key)
     keys = partition_key.keys_by_dimension
     return dt.date.fromisoformat(keys["date"]), keys["symbol"]
+
+
+def same_symbol_days(before: int, after: int = 0) -> dg.MultiPartitionMapping:
+    """An asset's day × symbol partition reads its upstream's same symbol from ``before`` days
+    earlier to ``after`` days later (warm-up history, label horizons past midnight), declared so
+    that Dagster's lineage and backfills account for them. Days that do not exist (the future,
+    before FIRST_DAY) are not required."""
+    with warnings.catch_warnings():  # both are beta in Dagster 1.13; the pin guards against drift
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return _same_symbol_days(before, after)
+
+
+def _same_symbol_days(before: int, after: int) -> dg.MultiPartitionMapping:
+    return dg.MultiPartitionMapping(
+        {
+            "date": dg.DimensionPartitionMapping(
+                "date",
+                dg.TimeWindowPartitionMapping(
+                    start_offset=-before,
+                    end_offset=after,
+                    allow_nonexistent_upstream_partitions=True,
+                ),
+            ),
+            "symbol": dg.DimensionPartitionMapping("symbol", dg.IdentityPartitionMapping()),
+        }
+    )

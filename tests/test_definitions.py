@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
+from dagster._core.definitions.partitions.context import partition_loading_context
 
 from dagster_project.definitions import defs
+from dagster_project.features import INDICATOR_HISTORY_DAYS
 from dagster_project.jobs import daily_klines_schedule
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME
 from tests.helpers import ALL_ASSET_KEYS
@@ -80,6 +82,40 @@ def test_assets_are_grouped_by_layer_and_partitioned_by_day_and_symbol():
     partitions = graph.get(dg.AssetKey(["raw", "klines"])).partitions_def
     assert isinstance(partitions, dg.MultiPartitionsDefinition)
     assert {d.name for d in partitions.partitions_defs} == {"date", "symbol"}
+
+
+def upstream_days(asset: list[str], upstream: list[str], day: str) -> list[str]:
+    """The curated-klines days Dagster maps one day × symbol partition of ``asset`` to."""
+    graph = defs.resolve_asset_graph()
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(SYMBOLS_PARTITION_NAME, ["BTCUSDT"])
+    key = dg.MultiPartitionKey({"date": day, "symbol": "BTCUSDT"})
+    with partition_loading_context(dynamic_partitions_store=instance):
+        mapped = graph.get_parent_partition_keys_for_child(
+            key, dg.AssetKey(upstream), dg.AssetKey(asset)
+        )
+    assert {
+        k.keys_by_dimension["symbol"] for k in mapped.partitions_subset.get_partition_keys()
+    } == {"BTCUSDT"}
+    return sorted(
+        k.keys_by_dimension["date"] for k in mapped.partitions_subset.get_partition_keys()
+    )
+
+
+def test_partition_mappings_declare_the_neighbouring_days_read():
+    """Labels read the next day (horizons past midnight) and indicators their warm-up days; the
+    asset graph declares exactly the days the code reads."""
+    curated = ["curated", "klines"]
+    around = ["2024-03-09", "2024-03-10", "2024-03-11"]
+    assert upstream_days(["labels", "labels"], curated, "2024-03-10") == around
+    assert upstream_days(["windows", "windows"], curated, "2024-03-10") == around
+    # the 1h EMA 200 needs 2,963 bars of history: 124 days
+    history = [str(dt.date(2024, 3, 10) - dt.timedelta(days=n)) for n in range(124, -1, -1)]
+    assert INDICATOR_HISTORY_DAYS == 124
+    assert upstream_days(["features", "indicators"], curated, "2024-03-10") == history
+    assert upstream_days(["curated", "klines"], ["raw", "klines"], "2024-03-10") == ["2024-03-10"]
+    # the first day has no earlier neighbour; nothing is required that cannot exist
+    assert upstream_days(["features", "indicators"], curated, "2017-07-14") == ["2017-07-14"]
 
 
 def test_jobs_and_schedules():

@@ -5,19 +5,28 @@ import dagster as dg
 from dagster_project.assets.common import check_result
 from dagster_project.assets.curate import CURATED_KLINES
 from dagster_project.checks import CheckOutcome
-from dagster_project.datasets import assign_splits, build_dataset_day, training_rows_reaching_test
-from dagster_project.partitions import day_and_symbol, day_symbol
+from dagster_project.datasets import (
+    NEIGHBOUR_DAYS,
+    assign_splits,
+    build_dataset_day,
+    training_rows_reaching_test,
+)
+from dagster_project.partitions import day_and_symbol, day_symbol, same_symbol_days
 from dagster_project.resources import DuckDBResource, LakeResource
 
 LABELS = dg.AssetKey(["labels", "labels"])
 WINDOWS = dg.AssetKey(["windows", "windows"])
+# labels and windows read the neighbouring days' klines (datasets.neighbour_kline_files)
+NEIGHBOUR_KLINES = dg.AssetDep(
+    CURATED_KLINES, partition_mapping=same_symbol_days(NEIGHBOUR_DAYS, NEIGHBOUR_DAYS)
+)
 
 
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
             LABELS,
-            deps=[CURATED_KLINES],
+            deps=[NEIGHBOUR_KLINES],
             kinds={"parquet", "duckdb"},
             description="Labels per decision time with known_at (sql/labels/labels.sql): "
             "next_up_h, window_up_w, fwd_logret_h, triple-barrier tb_h, and the seed's two "
@@ -25,7 +34,7 @@ WINDOWS = dg.AssetKey(["windows", "windows"])
         ),
         dg.AssetSpec(
             WINDOWS,
-            deps=[CURATED_KLINES],
+            deps=[NEIGHBOUR_KLINES],
             kinds={"parquet", "duckdb"},
             description="Sliding windows of 5/15/30 candles for the regular, fullimage and "
             "irregular_60/80/95 datasets (sql/windows/windows.sql); gap-crossing windows excluded.",

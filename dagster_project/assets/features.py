@@ -5,11 +5,12 @@ import dagster as dg
 from dagster_project.assets.curate import CURATED_KLINES
 from dagster_project.assets.ingest import RAW_AGG_TRADES, RAW_DEPTH_SNAPSHOTS
 from dagster_project.features import (
+    INDICATOR_HISTORY_DAYS,
     MicrostructureSettings,
     build_indicators,
     build_microstructure,
 )
-from dagster_project.partitions import day_and_symbol, day_symbol
+from dagster_project.partitions import day_and_symbol, day_symbol, same_symbol_days
 from dagster_project.resources import DuckDBResource, LakeResource
 
 MICROSTRUCTURE = dg.AssetKey(["features", "microstructure"])
@@ -53,7 +54,7 @@ def microstructure(
 
 @dg.asset(
     key=INDICATORS,
-    deps=[CURATED_KLINES],
+    deps=[dg.AssetDep(CURATED_KLINES, partition_mapping=same_symbol_days(INDICATOR_HISTORY_DAYS))],
     group_name="features",
     partitions_def=day_symbol,
     kinds={"parquet", "duckdb"},

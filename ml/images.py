@@ -42,8 +42,9 @@ import numpy as np
 BACKGROUND = (0, 0, 0)  # black: the candle renderer paints marks onto zeros
 UP = (38, 166, 91)  # green
 DOWN = (234, 57, 67)  # red
-# Batches are rendered in chunks of this many windows to bound the temporary arrays.
-CHUNK = 256
+# Batches are rendered in chunks of about this many output bytes: it bounds the temporary arrays
+# and keeps them in cache (measured fastest at 8 MiB for both 64² and 224² images).
+CHUNK_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -129,12 +130,13 @@ def render(batch: WindowBatch, style: Style | None = None) -> np.ndarray:
     style = style or CandleStyle()
     height, width = style.size_for(batch.candles)
     out = np.empty((batch.size, style.channels, height, width), dtype=np.uint8)
-    for first in range(0, batch.size, CHUNK):
-        chunk = batch.take(slice(first, first + CHUNK))
+    step = max(1, CHUNK_BYTES // out[:1].nbytes)
+    for first in range(0, batch.size, step):
+        chunk = batch.take(slice(first, first + step))
         if isinstance(style, CandleStyle):
-            _render_candles(chunk, style, out[first : first + CHUNK])
+            _render_candles(chunk, style, out[first : first + step])
         else:
-            out[first : first + CHUNK, 0] = _render_ohlc_bars(chunk, style, height)
+            out[first : first + step, 0] = _render_ohlc_bars(chunk, style, height)
     return out
 
 

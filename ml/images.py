@@ -130,7 +130,7 @@ def render(batch: WindowBatch, style: Style | None = None) -> np.ndarray:
     style = style or CandleStyle()
     height, width = style.size_for(batch.candles)
     out = np.empty((batch.size, style.channels, height, width), dtype=np.uint8)
-    step = max(1, CHUNK_BYTES // out[:1].nbytes)
+    step = max(1, CHUNK_BYTES // (style.channels * height * width))
     for first in range(0, batch.size, step):
         chunk = batch.take(slice(first, first + step))
         if isinstance(style, CandleStyle):

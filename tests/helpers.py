@@ -58,5 +58,35 @@ ALL_ASSET_KEYS = {
     "labels/labels",
     "windows/windows",
     "windows/splits",
+    "images/regular",
+    "images/fullimage",
+    "images/irregular_60",
+    "images/irregular_80",
+    "images/irregular_95",
     "catalog",
 }
+
+
+def simulated_dataset_lake(root, symbol: str = "BTCUSDT", days: tuple[dt.date, ...] = ()):
+    """A lake with simulated klines, curated, labels, windows and splits for ``symbol`` on
+    ``days`` (default 2024-03-01 and 02), built with the library functions the assets call."""
+    from dagster_project.curate import curate_day
+    from dagster_project.datasets import assign_splits, build_dataset_day
+    from dagster_project.ingest.landing import land_day
+    from dagster_project.ingest.sources import SourceSettings, make_source
+    from dagster_project.lake import Lake, connect
+
+    days = days or (dt.date(2024, 3, 1), dt.date(2024, 3, 2))
+    lake = Lake(root)
+    source = make_source(SourceSettings(kind="simulator"), lake.root)
+    con = connect()
+    try:
+        for day in days:
+            land_day(lake, source, symbol, "1m", day)
+            curate_day(lake, symbol, day, con=con)
+        for day in days:  # after every day landed: the labels' horizons reach the next day
+            build_dataset_day(lake, con, symbol, day)
+        assign_splits(lake, con)
+    finally:
+        con.close()
+    return lake

@@ -13,6 +13,8 @@ from dagster_project.jobs import daily_klines_schedule
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME
 from tests.helpers import ALL_ASSET_KEYS
 
+IMAGE_DATASETS = ("regular", "fullimage", "irregular_60", "irregular_80", "irregular_95")
+
 KLINE_CHECKS = {
     "unique_open_time",
     "ohlc_consistent",
@@ -59,6 +61,7 @@ def test_every_landed_table_has_its_checks():
     expected |= {("raw/depth_updates", name) for name in UPDATE_CHECKS}
     expected |= {("labels/labels", "known_at_after_decision_time")}
     expected |= {("windows/splits", "no_training_label_reaches_test")}
+    expected |= {(f"images/{dataset}", "images_match_windows") for dataset in IMAGE_DATASETS}
     assert checks == expected | {("curated/kline_gaps", "gap_report")}
 
 
@@ -75,6 +78,7 @@ def test_assets_are_grouped_by_layer_and_partitioned_by_day_and_symbol():
         "labels/labels": "datasets",
         "windows/windows": "datasets",
         "windows/splits": "datasets",
+        **{f"images/{dataset}": "images" for dataset in IMAGE_DATASETS},
         "curated/klines": "curate",
         "curated/kline_gaps": "curate",
         "catalog": "catalog",
@@ -109,6 +113,8 @@ def test_partition_mappings_declare_the_neighbouring_days_read():
     around = ["2024-03-09", "2024-03-10", "2024-03-11"]
     assert upstream_days(["labels", "labels"], curated, "2024-03-10") == around
     assert upstream_days(["windows", "windows"], curated, "2024-03-10") == around
+    # images draw the windows' candles: the day and the day before
+    assert upstream_days(["images", "regular"], curated, "2024-03-10") == around[:2]
     # the 1h EMA 200 needs 2,963 bars of history: 124 days
     history = [str(dt.date(2024, 3, 10) - dt.timedelta(days=n)) for n in range(124, -1, -1)]
     assert INDICATOR_HISTORY_DAYS == 124
@@ -125,6 +131,10 @@ def test_jobs_and_schedules():
         "catalog_job",
     }
     assert {s.name for s in defs.schedules} == {"daily_klines_schedule", "daily_catalog_schedule"}
+    market = defs.resolve_job_def("market_job").asset_layer.selected_asset_keys
+    assert {f"images/{dataset}" for dataset in IMAGE_DATASETS} <= {
+        k.to_user_string() for k in market
+    }
 
 
 def test_daily_schedule_requests_yesterday_for_every_registered_symbol():

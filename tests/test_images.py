@@ -259,3 +259,9 @@ def test_the_last_candles_colour_reveals_the_leaky_label_but_not_the_honest_one(
     chance = p * q + (1 - p) * (1 - q)
     assert abs(accuracy - chance) < 3.3 * math.sqrt(chance * (1 - chance) / guess.size)
     assert abs(accuracy - 0.5) < 0.06
+
+
+def test_an_empty_batch_gives_no_images():
+    empty = WindowBatch(*(np.empty((0, 30)),) * 5, np.empty((0, 30), bool))
+    assert render(empty, CandleStyle()).shape == (0, 3, 64, 64)
+    assert render(empty, OhlcBarStyle()).shape == (0, 1, 96, 90)

@@ -5,6 +5,7 @@ import dagster as dg
 from dagster_project.assets.curate import CURATED_KLINES, KLINE_GAPS
 from dagster_project.assets.datasets import LABELS, SPLITS, WINDOWS
 from dagster_project.assets.features import INDICATORS, MICROSTRUCTURE
+from dagster_project.assets.images import IMAGES
 from dagster_project.assets.ingest import RAW_AGG_TRADES, RAW_DEPTH_SNAPSHOTS, RAW_KLINES
 from dagster_project.lake import PART_GLOB, CatalogView, build_catalog
 from dagster_project.resources import LakeResource
@@ -24,6 +25,7 @@ CATALOG_VIEWS = (
     CatalogView("labels", "labels", "labels"),
     CatalogView("windows", "windows", "windows"),
     CatalogView("splits", "windows", "splits"),
+    *(CatalogView(f"images_{dataset}", "images", dataset) for dataset in IMAGES),
 )
 
 
@@ -40,6 +42,7 @@ CATALOG_VIEWS = (
         LABELS,
         WINDOWS,
         SPLITS,
+        *IMAGES.values(),
     ],
     group_name="catalog",
     kinds={"duckdb"},

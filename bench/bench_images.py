@@ -132,7 +132,7 @@ def print_memory(batch: WindowBatch, windows: int) -> None:
         del images
     print(
         f"| Memory of `render` for {windows:,} windows of 30 candles (tracemalloc peak of live "
-        f"allocations; chunks of 256 windows) | {'; '.join(parts)} | — | — | — | — |"
+        f"allocations; 8 MiB render chunks) | {'; '.join(parts)} | — | — | — | — |"
     )
 
 

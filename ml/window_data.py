@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from dagster_project.errors import InvalidRequestError
+from dagster_project.features import history_files
 from dagster_project.klines import interval_length
 from dagster_project.lake import Lake
 from dagster_project.sql import run_sql
@@ -53,7 +54,7 @@ def load_windows(
         SQL_NAME,
         {
             "window_files": [str(window_file)],
-            "kline_files": _kline_files(lake, part),
+            "kline_files": history_files(lake, part.symbol, part.interval, part.day, 1),
             "bar_us": interval_length(part.interval) // dt.timedelta(microseconds=1),
             "dataset": part.dataset,
             "window_size": part.window_size,
@@ -87,9 +88,3 @@ def attach_labels(
     if label is not None:
         windows = windows.with_columns(pl.lit(label).alias("label"))
     return windows.join(labels, on=["decision_time", "label"], how="left", maintain_order="left")
-
-
-def _kline_files(lake: Lake, part: WindowPartition) -> list[str]:
-    days = (part.day - dt.timedelta(days=1), part.day)
-    files = [lake.partition_file("curated", "klines", {**part.keys, "date": day}) for day in days]
-    return [str(f) for f in files if f.is_file()]

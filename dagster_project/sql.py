@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Iterator, Mapping
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 import duckdb
 
 from dagster_project.errors import InvalidRequestError
 
-SQL_ROOT = Path(__file__).resolve().parents[1] / "sql"
+# The repo's top-level sql/ folder, shipped as this package (package-dir in pyproject.toml), so
+# queries load the same from an editable install and from a wheel.
+SQL_ROOT: Traversable = files("dagster_project.queries")
 
 _PARAMETER = re.compile(r"(?<![\w$])\$([a-z_][a-z0-9_]*)")
 _LINE_COMMENT = re.compile(r"--[^\n]*")
@@ -24,13 +27,25 @@ _STRING = re.compile(r"'(?:[^']|'')*'")
 @functools.cache
 def load_sql(name: str) -> str:
     """The text of ``sql/<name>.sql`` (``name`` like ``"curate/klines"``)."""
-    path = SQL_ROOT / f"{name}.sql"
-    if not path.is_file():
-        known = sorted(
-            str(p.relative_to(SQL_ROOT).with_suffix("")) for p in SQL_ROOT.rglob("*.sql")
+    resource = SQL_ROOT.joinpath(*f"{name}.sql".split("/"))
+    if not resource.is_file():
+        raise InvalidRequestError(
+            f"no SQL file sql/{name}.sql; known queries: {', '.join(query_names())}"
         )
-        raise InvalidRequestError(f"no SQL file {path}; known queries: {', '.join(known)}")
-    return path.read_text()
+    return resource.read_text(encoding="utf-8")
+
+
+def query_names() -> list[str]:
+    """Every query ``load_sql`` can load, like ``"curate/klines"``."""
+    return sorted(_query_names(SQL_ROOT, prefix=""))
+
+
+def _query_names(folder: Traversable, prefix: str) -> Iterator[str]:
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            yield from _query_names(entry, f"{prefix}{entry.name}/")
+        elif entry.name.endswith(".sql"):
+            yield prefix + entry.name.removesuffix(".sql")
 
 
 def parameters_of(sql: str) -> set[str]:

@@ -2,7 +2,9 @@
 
 ``compute_indicators`` runs ``sql/features/indicators.sql`` (every windowed indicator) and adds the
 recursive smoothers SQL cannot express efficiently (EMA, Wilder RSI, MACD, ATR/NATR, ADX/+DI/-DI),
-all through one vectorised helper, :func:`recursive_mean`.
+all through one vectorised helper, :func:`recursive_mean`. Each row carries its bar's ``open_time``
+and ``decision_time`` (``open_time`` + the interval, the close of the candle): labels and windows
+join on ``decision_time``, so a row is never paired with a decision made before its candle closed.
 
 Warm-up and partition exactness (DESIGN.md, "Time and leakage rules"):
 
@@ -21,8 +23,8 @@ Where `ta` 0.11 departs from the textbook, the textbook is followed: RSI seeds W
 with the mean of the first 14 changes (``ta`` seeds an EWM with the first change; both agree once
 the seed has decayed); EMA and MACD seed with the SMA of the first ``period`` closes (TA-Lib;
 ``ta`` seeds pandas' EWM with the first close); ADX/+DI/-DI follow Wilder (``ta`` writes 0 for
-the last bar of its input); NATR (not in ``ta``) is 100 * ATR / close; for MFI and OBV/VPT see
-the SQL file.
+the last bar of its input); NATR (not in ``ta``) is 100 * ATR / close; OBV adds 0 on an
+unchanged close (Granville; ``ta`` adds +volume); for MFI and OBV/VPT see the SQL file.
 """
 
 from __future__ import annotations
@@ -38,10 +40,13 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from dagster_project.curate import microseconds
 from dagster_project.klines import interval_length
 from dagster_project.sql import run_sql
 
 SQL_NAME = "features/indicators"
+# Columns of every indicator row that are keys, not indicators.
+KEY_COLUMNS = ("open_time", "decision_time")
 # Residual weight of a recursive smoother's seed below which its value counts as converged.
 SEED_RESIDUAL = 1e-12
 EMA_PERIODS = (10, 20, 50, 100, 200)
@@ -94,19 +99,23 @@ def warmup_days(interval: str) -> int:
 def compute_indicators(
     con: duckdb.DuckDBPyConnection,
     kline_files: Sequence[str],
+    interval: str,
     start: dt.datetime,
     end: dt.datetime,
 ) -> pl.DataFrame:
-    """All indicators for bars with ``open_time`` in ``[start, end)``, one row per bar.
+    """All indicators for bars with ``open_time`` in ``[start, end)``, one row per bar, keyed by
+    ``open_time`` and ``decision_time``.
 
-    ``kline_files``: curated klines of one symbol and interval, the partition plus warm-up history.
+    ``kline_files``: curated klines of one symbol and ``interval``, the partition plus warm-up
+    history.
     The recursive smoothers run in a second thread while DuckDB computes the windowed SQL (both
     release the GIL).
     """
     files = [str(f) for f in kline_files]
+    params = {"kline_files": files, "bar_us": microseconds(interval), "start": start, "end": end}
     with ThreadPoolExecutor(max_workers=1) as pool:
         recursive = pool.submit(_recursive_frame, con.cursor(), files, start, end)
-        windowed = run_sql(con, SQL_NAME, {"kline_files": files, "start": start, "end": end}).pl()
+        windowed = run_sql(con, SQL_NAME, params).pl()
         recursive = recursive.result()
     times = windowed["open_time"]
     if times.n_unique() != times.len():
@@ -244,7 +253,7 @@ def feature_availability(indicators: pl.DataFrame) -> pl.DataFrame:
 
     Models use only the indicators that are usable on every date they train or predict on.
     """
-    names = [c for c in indicators.columns if c != "open_time"]
+    names = [c for c in indicators.columns if c not in KEY_COLUMNS]
     return (
         indicators.with_columns(pl.col("open_time").dt.date().alias("date"))
         .unpivot(index="date", on=names, variable_name="indicator")

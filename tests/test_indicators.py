@@ -2,6 +2,7 @@
 
 Tolerance: relative 1e-9 of the value, plus 1e-9 of the column's largest magnitude for indicators
 that cross zero (MACD, momentum, returns, OBV/VPT changes), where a relative error is undefined.
+OBV is compared with `ta`'s after correcting the bars where `ta` departs from Granville's rule.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import ta
 from dagster_project import indicators as ind
 from dagster_project.errors import InvalidRequestError
 from dagster_project.ingest.simulator import simulate_klines
-from dagster_project.klines import TimeRange
+from dagster_project.klines import TimeRange, interval_length
+from dagster_project.labels import build_labels
 from dagster_project.lake import connect
 from dagster_project.sql import run_sql
 
@@ -77,7 +79,7 @@ def ta_indicators(k: pd.DataFrame) -> dict[str, pd.Series]:
         "stoch_d_3": stoch.stoch_signal(),
         "cmf_20": ta.volume.ChaikinMoneyFlowIndicator(h, low, c, v, 20).chaikin_money_flow(),
         "mfi_14": ta.volume.MFIIndicator(h, low, c, v, 14).money_flow_index(),
-        "obv_20": ta.volume.OnBalanceVolumeIndicator(c, v).on_balance_volume().diff(20),
+        "obv_20": textbook_obv(c, v).diff(20),
         # `ta`'s VPT is NaN on bar 0 (no previous close); its level there is 0
         "vpt_20": ta.volume.VolumePriceTrendIndicator(c, v).volume_price_trend().fillna(0).diff(20),
         "ret_1": ta.others.DailyReturnIndicator(c).daily_return() / 100,
@@ -103,6 +105,12 @@ def ta_indicators(k: pd.DataFrame) -> dict[str, pd.Series]:
     }
 
 
+def textbook_obv(close: pd.Series, volume: pd.Series) -> pd.Series:
+    """`ta`'s OBV with Granville's rule on an unchanged close: 0 there, where `ta` adds +volume."""
+    ta_obv = ta.volume.OnBalanceVolumeIndicator(close, volume).on_balance_volume()
+    return ta_obv - volume.where(close == close.shift(1), 0.0).cumsum()
+
+
 def write_klines(klines: pl.DataFrame, folder: Path) -> list[str]:
     """One Parquet file per UTC day, as the lake holds curated klines."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -114,10 +122,11 @@ def write_klines(klines: pl.DataFrame, folder: Path) -> list[str]:
     return sorted(files)
 
 
-def whole_series(files: list[str]) -> pl.DataFrame:
+def whole_series(files: list[str], interval: str) -> pl.DataFrame:
     frame = pl.read_parquet(files)
     first, last = frame["open_time"].min(), frame["open_time"].max()
-    return ind.compute_indicators(connect(), files, first, last + dt.timedelta(microseconds=1))
+    end = last + dt.timedelta(microseconds=1)
+    return ind.compute_indicators(connect(), files, interval, first, end)
 
 
 def assert_matches_ta(
@@ -125,7 +134,7 @@ def assert_matches_ta(
 ) -> None:
     """``ours`` equals ``expected`` (default: `ta` on ``klines``) after each warm-up."""
     expected = expected or ta_indicators(klines.to_pandas())
-    assert set(expected) == set(WARMUP) == set(ours.columns) - {"open_time"}
+    assert set(expected) == set(WARMUP) == set(ours.columns) - set(ind.KEY_COLUMNS)
     failures = []
     for name, theirs in expected.items():
         try:
@@ -181,8 +190,8 @@ def real_15m(shared_binance, tmp_path_factory) -> tuple[pl.DataFrame, list[str]]
 
 def test_simulated_1m_matches_ta(sim_1m):
     klines, files = sim_1m
-    ours = whole_series(files)
-    assert ours.height == klines.height and ours.width - 1 >= 40
+    ours = whole_series(files, "1m")
+    assert ours.height == klines.height and ours.width - len(ind.KEY_COLUMNS) >= 40
     assert_warmup_nulls(ours)
     assert_matches_ta(ours, klines)
 
@@ -190,27 +199,29 @@ def test_simulated_1m_matches_ta(sim_1m):
 @pytest.mark.parametrize(("interval", "days"), [("5m", 11), ("15m", 32), ("1h", 125)])
 def test_other_intervals_match_ta(interval, days, tmp_path):
     klines = simulated(interval, days)
-    ours = whole_series(write_klines(klines, tmp_path))
+    ours = whole_series(write_klines(klines, tmp_path), interval)
     assert klines.height > ind.WARMUP_BARS
+    assert (ours["decision_time"] - ours["open_time"] == interval_length(interval)).all()
     assert_warmup_nulls(ours)
     assert_matches_ta(ours, klines)
 
 
 def test_real_15m_matches_ta(real_15m):
     klines, files = real_15m
-    ours = whole_series(files)
+    ours = whole_series(files, "15m")
     assert_warmup_nulls(ours)
     assert_matches_ta(ours, klines)
 
 
 def partitions_equal_whole(files: list[str], interval: str, days: list[int]) -> None:
-    whole = whole_series(files)
+    whole = whole_series(files, interval)
     history = ind.warmup_days(interval)
     for day in days:
         start = pl.read_parquet(files[day])["open_time"].min()
         start = start.replace(hour=0, minute=0)
+        history_files = files[max(0, day - history) : day + 1]
         part = ind.compute_indicators(
-            connect(), files[max(0, day - history) : day + 1], start, start + dt.timedelta(days=1)
+            connect(), history_files, interval, start, start + dt.timedelta(days=1)
         )
         expected = whole.filter(
             pl.col("open_time").is_between(
@@ -261,9 +272,10 @@ def test_sql_by_hand(tmp_path):
     )
     path = tmp_path / "k.parquet"
     klines.write_parquet(path)
-    params = {"kline_files": [str(path)], "start": times[1], "end": times[24]}
+    params = {"kline_files": [str(path)], "bar_us": 60_000_000, "start": times[1], "end": times[24]}
     out = run_sql(connect(), "features/indicators", params).pl()
     assert out["open_time"].to_list() == times[1:24]  # [start, end)
+    assert out["decision_time"].to_list() == times[2:25]  # the close of each candle
     row = out.row(23 - 1, named=True)  # open_time = times[23], close 123
     assert row["sma_10"] == pytest.approx(np.mean(close[14:24]), rel=1e-12)
     assert row["sma_50"] is None and row["sma_20"] == pytest.approx(113.5, rel=1e-12)
@@ -278,6 +290,73 @@ def test_sql_by_hand(tmp_path):
     assert out.row(9 - 1, named=True)["sma_10"] == pytest.approx(104.5, rel=1e-12)
 
 
+def test_obv_adds_nothing_on_an_unchanged_close(tmp_path):
+    """Granville's OBV: +volume on a higher close, -volume on a lower one, 0 on an unchanged one."""
+    times = [START + dt.timedelta(minutes=i) for i in range(25)]
+    moves = [1.0, 0.0, -1.0, 0.0, 0.0]  # close change of bars 1, 2, 3, ... (repeating)
+    close = [100.0]
+    for bar in range(1, 25):
+        close.append(close[-1] + moves[(bar - 1) % 5])
+    volume = [float(bar + 1) for bar in range(25)]
+    klines = pl.DataFrame(
+        {
+            "open_time": times,
+            "high": [c + 1 for c in close],
+            "low": [c - 1 for c in close],
+            "close": close,
+            "volume": volume,
+        }
+    )
+    klines.write_parquet(tmp_path / "k.parquet")
+    params = {
+        "kline_files": [str(tmp_path / "k.parquet")],
+        "bar_us": 60_000_000,
+        "start": times[0],
+        "end": times[-1] + dt.timedelta(minutes=1),
+    }
+    out = run_sql(connect(), "features/indicators", params).pl()
+    # bars 1..20: rises at bars 1, 6, 11, 16 (volumes 2 + 7 + 12 + 17 = 38), falls at 3, 8, 13, 18
+    # (4 + 9 + 14 + 19 = 46): -8; then bar 21 rises (+22), bar 23 falls (+24 in, 4 out), ...
+    expected = [None] * 20 + [-8.0, 12.0, 12.0, -8.0, -8.0]
+    assert out["obv_20"].to_list() == expected
+    c, v = klines["close"].to_pandas(), klines["volume"].to_pandas()
+    assert textbook_obv(c, v).diff(20).tolist()[20:] == expected[20:]
+    # `ta` counts the 12 unchanged closes as rises: a different series, not a rounding
+    theirs = ta.volume.OnBalanceVolumeIndicator(c, v).on_balance_volume().diff(20)
+    assert theirs.tolist()[20:] == [138.0, 158.0, 178.0, 158.0, 178.0]
+
+
+@pytest.mark.parametrize(("interval", "days"), [("1m", 1), ("15m", 3)])
+def test_labels_join_the_indicators_of_the_candle_that_closes_at_decision_time(
+    interval, days, tmp_path
+):
+    """Joined on decision_time, a label row gets the indicators of candle t (open_time =
+    decision_time - interval), whose close is the last price known then; never candle t + 1."""
+    bar = interval_length(interval)
+    klines = simulated(interval, days).with_columns(is_complete=pl.lit(True))
+    files = write_klines(klines, tmp_path)
+    end = START + dt.timedelta(days=days)
+    con = connect()
+    indicators = ind.compute_indicators(con, files, interval, START, end)
+    labels = build_labels(con, files, interval, START, end + bar)
+    joined = labels.join(indicators, on="decision_time", how="left")
+    assert joined.height == labels.height > 0
+    assert joined["open_time"].null_count() == 0  # every label row found its candle
+    assert (joined["open_time"] == joined["decision_time"] - bar).all()
+    # sma_20 and typical_price of candle t straight from the klines, keyed by t's close
+    candle_t = klines.select(
+        (pl.col("open_time") + bar).alias("decision_time"),
+        pl.col("close").rolling_mean(20).alias("klines_sma_20"),
+        ((pl.col("high") + pl.col("low") + pl.col("close")) / 3).alias("klines_typical_price"),
+    )
+    checked = joined.join(candle_t, on="decision_time").drop_nulls("klines_sma_20")
+    assert checked.height > 0.9 * joined.height  # all but the first 19 candles' labels
+    np.testing.assert_allclose(checked["sma_20"], checked["klines_sma_20"], rtol=1e-12)
+    np.testing.assert_allclose(
+        checked["typical_price"], checked["klines_typical_price"], rtol=1e-15
+    )
+
+
 def test_stochastic_is_null_where_the_range_is_flat(tmp_path):
     """%K is undefined on a flat 14-bar range; %D over it is NULL, not a mean of fewer bars."""
     times = [START + dt.timedelta(minutes=i) for i in range(40)]
@@ -287,7 +366,12 @@ def test_stochastic_is_null_where_the_range_is_flat(tmp_path):
     )
     klines.write_parquet(tmp_path / "k.parquet")
     end = times[-1] + dt.timedelta(minutes=1)
-    params = {"kline_files": [str(tmp_path / "k.parquet")], "start": times[0], "end": end}
+    params = {
+        "kline_files": [str(tmp_path / "k.parquet")],
+        "bar_us": 60_000_000,
+        "start": times[0],
+        "end": end,
+    }
     out = run_sql(connect(), "features/indicators", params).pl()
     stoch_k, stoch_d = out["stoch_k_14"].to_list(), out["stoch_d_3"].to_list()
     assert stoch_k[19] is None and stoch_k[20] == 100.0  # bar 20 is the first to rise
@@ -301,7 +385,7 @@ def test_duplicate_bars_are_rejected(tmp_path):
     klines = simulated("1h", 2)
     files = write_klines(pl.concat([klines, klines.tail(1)]), tmp_path)
     with pytest.raises(ValueError, match="repeat an open_time"):
-        ind.compute_indicators(connect(), files, START, START + dt.timedelta(days=2))
+        ind.compute_indicators(connect(), files, "1h", START, START + dt.timedelta(days=2))
 
 
 def test_run_sql_checks_params(tmp_path):
@@ -358,8 +442,9 @@ def test_rsi_and_adx_textbook_seed(sim_1m):
 
 def test_feature_availability(sim_1m):
     _, files = sim_1m
-    ours = whole_series(files)
+    ours = whole_series(files, "1m")
     report = ind.feature_availability(ours)
+    assert set(report["indicator"]) == set(WARMUP)  # the key columns are not indicators
     usable = {(str(r["date"]), r["indicator"]): r["usable"] for r in report.iter_rows(named=True)}
     assert usable[("2024-01-01", "sma_200")] is False
     assert usable[("2024-01-02", "sma_200")] is True

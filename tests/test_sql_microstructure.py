@@ -7,6 +7,7 @@ import datetime as dt
 import polars as pl
 import pytest
 
+from dagster_project.labels import build_labels
 from dagster_project.lake import connect
 from dagster_project.schemas import AGG_TRADE_SCHEMA, DEPTH_SNAPSHOT_SCHEMA
 from dagster_project.sql import run_sql
@@ -44,8 +45,19 @@ def trade(n, ts, price, qty, buyer_maker) -> dict:
 
 
 @pytest.fixture
-def features(tmp_path):
-    klines = pl.DataFrame({"open_time": [at(0), at(1), at(2)], "close": [100.15, 99.9, 100.0]})
+def inputs(tmp_path) -> dict[str, list[str]]:
+    """Kline, snapshot and trade files of three minutes; the klines are complete curated 1m bars
+    (labels can be built from them too)."""
+    klines = pl.DataFrame(
+        {
+            "open_time": [at(0), at(1), at(2)],
+            "open": [100.1, 100.1, 99.9],
+            "high": [100.3, 100.2, 100.1],
+            "low": [99.9, 99.8, 99.9],
+            "close": [100.15, 99.9, 100.0],
+            "is_complete": [True] * 3,
+        }
+    )
     snapshots = pl.DataFrame(
         [
             snapshot(
@@ -79,7 +91,12 @@ def features(tmp_path):
     }.items():
         files[name] = [str(tmp_path / f"{name}.parquet")]
         frame.write_parquet(files[name][0])
-    out = run_sql(connect(), "features/microstructure", {**files, "top_n": 2}).pl()
+    return files
+
+
+@pytest.fixture
+def features(inputs):
+    out = run_sql(connect(), "features/microstructure", {**inputs, "top_n": 2}).pl()
     return {row["open_time"]: row for row in out.iter_rows(named=True)}
 
 
@@ -118,3 +135,27 @@ def test_a_minute_without_book_or_trades_keeps_its_row_with_nulls(features):
     assert row["mid"] is None and row["spread_bps"] is None and row["vwap"] is None
     assert (row["snapshots"], row["trade_count"], row["trade_volume"]) == (0, 0, 0.0)
     assert row["trade_flow_imbalance"] is None
+
+
+def test_decision_time_is_the_end_of_the_bucket(features):
+    assert [row["decision_time"] for row in features.values()] == [at(1), at(2), at(3)]
+
+
+def test_labels_join_the_minute_that_ends_at_decision_time(inputs):
+    """Joined on decision_time, a label row gets the features of the minute that ends then: only
+    trades stamped before decision_time, never the next minute's (the 00:01:00.000 trade)."""
+    con = connect()
+    features = run_sql(con, "features/microstructure", {**inputs, "top_n": 2}).pl()
+    labels = build_labels(con, inputs["kline_files"], "1m", at(0), at(4))
+    joined = labels.join(features, on="decision_time", how="inner")
+    assert joined.height == labels.height > 0
+    trades, snapshots = (pl.read_parquet(inputs[f]) for f in ("trade_files", "snapshot_files"))
+    for row in joined.iter_rows(named=True):
+        assert row["open_time"] == row["decision_time"] - dt.timedelta(minutes=1)
+        bucket = pl.col("ts").is_between(row["open_time"], row["decision_time"], closed="left")
+        assert row["trade_count"] == trades.filter(bucket).height
+        assert row["snapshots"] == snapshots.filter(bucket).height
+    next_up = joined.filter(pl.col("label") == "next_up_1").sort("decision_time")
+    # decided at 00:01 on candle 0 (3 trades before 00:01), at 00:02 on candle 1 (the 00:01 trade)
+    assert next_up["decision_time"].to_list() == [at(1), at(2)]
+    assert next_up["trade_count"].to_list() == [3, 1]

@@ -1,6 +1,8 @@
 -- Windowed technical indicators of one symbol and interval, one row per bar of the partition.
 -- Every window counts bars (rows), like the `ta` library; a row at open_time t uses only bars with
--- open_time <= t (all known at the close of candle t). An indicator is NULL until its full window
+-- open_time <= t, all known at the close of candle t: its decision_time = open_time + $bar_us, the
+-- key to join labels and windows on (joining on open_time would pair candle t's features with the
+-- label decided at the close of candle t - 1). An indicator is NULL until its full window
 -- exists in the input (warm-up), so the input must hold enough bars before $start (see
 -- dagster_project/indicators.py: WARMUP_BARS) for the partition to equal the whole series.
 -- Definitions (equal to `ta` 0.11 after warm-up unless noted):
@@ -15,8 +17,10 @@
 --                  one bar earlier counting bar 0 as a zero flow, so row 14 of the input is ours.
 --   obv_20, vpt_20 OBV and VPT are cumulative sums whose level depends on where the data begins, so
 --                  they could never be partition-exact; these are their 20-bar changes
---                  (`ta` obv.diff(20), vpt.diff(20)): signed volume and pct_change * volume summed
---                  over the last 20 bars
+--                  (obv.diff(20), `ta` vpt.diff(20)): signed volume and pct_change * volume summed
+--                  over the last 20 bars. OBV is Granville's (as StockCharts): +volume when close
+--                  rises, -volume when it falls, 0 when unchanged (`ta` adds +volume on an
+--                  unchanged close)
 --   ret_1, logret_1, volume_change_1   1-bar simple return, log return, relative volume change
 --   hl2 = (h + l) / 2;  typical_price = (h + l + c) / 3
 --   rv_20          realised volatility: sample std (ddof 1) of the last 20 1-bar log returns, per
@@ -28,9 +32,10 @@
 -- params:
 --   $kline_files  curated/klines Parquet file(s) of one symbol and interval: the partition plus
 --                 earlier bars for warm-up
+--   $bar_us       bar length of the interval in microseconds (60000000 for 1m)
 --   $start        first open_time of the partition (inclusive, UTC)
 --   $end          end of the partition (exclusive, UTC)
--- grain: open_time
+-- grain: open_time (one-to-one with decision_time)
 with klines as (
     select open_time, high, low, close, volume
     from read_parquet($kline_files)
@@ -63,7 +68,9 @@ flows as (
         (prev_high + prev_low + prev_close) / 3 as prev_typical_price,
         case when high > low then ((close - low) - (high - close)) / (high - low) else 0 end
         * volume as money_flow_volume,
-        case when close < prev_close then -volume else volume end as signed_volume,
+        case
+            when close > prev_close then volume when close < prev_close then -volume else 0
+        end as signed_volume,
         (close / prev_close - 1) * volume as price_volume,
         ln(close / prev_close) as logret_1
     from history
@@ -127,6 +134,7 @@ stochastic as (
 indicators as (
     select
         open_time,
+        open_time + to_microseconds($bar_us::bigint) as decision_time,
         case when bar >= 10 then mean_10 end as sma_10,
         case when bar >= 20 then mean_20 end as sma_20,
         case when bar >= 50 then mean_50 end as sma_50,

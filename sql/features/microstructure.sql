@@ -1,14 +1,15 @@
 -- Microstructure features of one symbol-day, one row per 1-minute bucket aligned to kline open_time.
 -- A row at open_time t uses only book snapshots and trades with timestamps in [t, t + 1 minute):
--- all of it is known at the close of candle t, the row's decision time. Book features are those of
--- the last snapshot in the bucket (the book at the close); the spine is the day's 1m klines, so a
--- minute without snapshots or trades still has a row, with NULL book features and 0 trades.
+-- all of it is known at the close of candle t, the row's decision_time = t + 1 minute (the end of
+-- the bucket), the key to join labels and windows on. Book features are those of the last
+-- snapshot in the bucket (the book at the close); the spine is the day's 1m klines, so a minute
+-- without snapshots or trades still has a row, with NULL book features and 0 trades.
 -- params:
 --   $kline_files     curated/klines 1m Parquet file(s) of the symbol-day
 --   $snapshot_files  raw/depth_snapshots Parquet file(s) of the symbol-day
 --   $trade_files     raw/agg_trades Parquet file(s) of the symbol-day
 --   $top_n           levels per side summed by imbalance_top_n
--- grain: open_time
+-- grain: open_time (one-to-one with decision_time)
 with klines as (
     select open_time, close
     from read_parquet($kline_files)
@@ -80,6 +81,7 @@ trades_by_minute as (
 
 select
     k.open_time,
+    k.open_time + interval 1 minute as decision_time,
     b.mid,
     b.spread_bps,
     b.spread_bps_mean,

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import shutil
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 import pytest
 
 from dagster_project.backfill import ingest_range
 from dagster_project.datasets import build_dataset_day
 from dagster_project.ingest.simulator import SimulatorConfig
 from dagster_project.ingest.sources import SimulatorSource
-from dagster_project.klines import TimeRange
+from dagster_project.klines import TimeRange, interval_length
+from dagster_project.labels import DATASETS
 from dagster_project.lake import Lake, connect
 from ml.images import (
     DOWN,
@@ -214,51 +219,272 @@ def test_default_heights_follow_the_paper():
 
 
 # --- the seed's leak --------------------------------------------------------------------------
-DAY = dt.date(2024, 3, 2)
+# A trivial pixel rule reads one fact off each image: did the last candle close up (regular and
+# irregular datasets, paired with next_up_1), or did the last candle close above the first
+# candle's open (fullimage, paired with window_up_w)? The leakage controls
+# (leaky_last_candle_up, leaky_window_up_w) are exactly those facts, so the rule must score 1.0
+# on them but for price ties; on the honest labels, which are about candles after the image, it
+# must stay at chance. One detector (`reveals_the_label`) judges both, and a lake tampered to
+# draw the label's future must be flagged by it.
+SYMBOL = "BTCUSDT"
+START = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
+# Simulated days per base interval; windows are read on every day but the first and the last
+# (history before, label horizons after): 1 day of 1m, 12 days of 15m (~1,150 samples each).
+LAKE_DAYS = {"1m": 3, "15m": 14}
+LEAK_STYLES = {
+    "candle": CandleStyle(),
+    # The MA line's pixel 2/3 of the way from candle n-2 to n-1 lies on candle n-1's open-tick
+    # column (3n - 3): with the line on, that column holds two pixels in ~94 % of 5-candle 1m
+    # images and no pixel rule can tell the open tick. The price marks are the same without it.
+    "ohlc_bar": OhlcBarStyle(moving_average=False),
+}
+
+
+@dataclass(frozen=True)
+class SimulatedLake:
+    lake: Lake
+    interval: str
+    days: tuple[dt.date, ...]  # the days whose windows are read
+
+
+@dataclass(frozen=True)
+class Guess:
+    up: np.ndarray  # bool per image
+    decided: np.ndarray  # False where the two marks compared sit on one row (a tie in pixels)
+
+
+@dataclass(frozen=True)
+class LeakPair:
+    """A dataset's honest label, the leakage control its images show, and the rule reading it."""
+
+    honest: str
+    control: str
+    horizon: int  # bars the honest label looks past the window: the stride of honest samples
+    rule: Callable[[np.ndarray, CandleStyle | OhlcBarStyle, int], Guess]
+    compared_open: int  # the candle whose open the control compares with the last close
+
+
+@dataclass(frozen=True)
+class RuleScore:
+    accuracy: float
+    chance: float  # p·q + (1 − p)(1 − q): the accuracy of guesses independent of the label
+    samples: int
+
+    @property
+    def interval(self) -> float:
+        """Half-width of the 99.9 % binomial interval around chance."""
+        return 3.3 * math.sqrt(self.chance * (1 - self.chance) / self.samples)
+
+
+def reveals_the_label(score: RuleScore) -> bool:
+    """The leak detector: the rule's accuracy lies outside the 99.9 % binomial interval of a
+    rule that is independent of the label."""
+    return abs(score.accuracy - score.chance) >= score.interval
+
+
+def score(guess: np.ndarray, truth: np.ndarray) -> RuleScore:
+    p, q = guess.mean(), truth.mean()
+    chance = float(p * q + (1 - p) * (1 - q))
+    return RuleScore(float(np.mean(guess == truth)), chance, guess.size)
+
+
+def price_rows(style: CandleStyle | OhlcBarStyle, height: int) -> int:
+    """Rows above the volume panel (H // 5 rows and a blank one), as ml/images.py lays them out."""
+    return height - height // 5 - 1 if style.volume else height
+
+
+def candle_marks(images, candle: int, candles: int, style) -> tuple[np.ndarray, ...]:
+    """Rows of the open and close of one candle, and whether it is green, read off the pixels:
+    a body column that is not the wick spans the body; green bodies open at the bottom."""
+    width = images.shape[3]
+    first = candle * width // candles
+    owned = (candle + 1) * width // candles - first
+    body = owned - 1 if owned >= 3 else owned
+    assert body >= 2, "every candle needs a body column beside its wick"
+    column = first + 1 if first + (body - 1) // 2 == first else first
+    pixels = images[:, :, : price_rows(style, images.shape[2]), column].astype(int)
+    lit = pixels.any(axis=1)
+    assert lit.any(axis=1).all()
+    top, bottom = lit.argmax(axis=1), lit.shape[1] - 1 - lit[:, ::-1].argmax(axis=1)
+    green = (pixels[:, 1] > pixels[:, 0]).any(axis=1)
+    return np.where(green, bottom, top), np.where(green, top, bottom), green
+
+
+def tick_rows(images, candle: int, style) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of an OHLC bar's open tick (column 3i) and close tick (column 3i + 2)."""
+    ticks = images[:, 0, : price_rows(style, images.shape[2]), 3 * candle : 3 * candle + 3 : 2]
+    lit = ticks > 0
+    assert (lit.sum(axis=1) == 1).all(), "one pixel per tick column"
+    rows = lit.argmax(axis=1)
+    return rows[:, 0], rows[:, 1]
+
+
+def open_close_rows(images, candle: int, candles: int, style) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(style, CandleStyle):
+        return candle_marks(images, candle, candles, style)[:2]
+    return tick_rows(images, candle, style)
+
+
+def last_candle_up(images, style, candles: int) -> Guess:
+    """The seed's rule: the last candle's colour; for OHLC bars, its close tick above its open."""
+    if isinstance(style, CandleStyle):
+        green = candle_marks(images, candles - 1, candles, style)[2]
+        return Guess(green, np.ones_like(green))
+    open_row, close_row = tick_rows(images, candles - 1, style)
+    return Guess(close_row < open_row, close_row != open_row)
+
+
+def window_up(images, style, candles: int) -> Guess:
+    """The last candle's close drawn above the first candle's open."""
+    first_open, _ = open_close_rows(images, 0, candles, style)
+    _, last_close = open_close_rows(images, candles - 1, candles, style)
+    return Guess(last_close < first_open, last_close != first_open)
+
+
+def leak_pair(dataset: str, window_size: int) -> LeakPair:
+    honest = {d.name: d.label for d in DATASETS}[dataset].replace("{w}", str(window_size))
+    if honest == "next_up_1":
+        return LeakPair(honest, "leaky_last_candle_up", 1, last_candle_up, compared_open=-1)
+    if honest == f"window_up_{window_size}":
+        control = f"leaky_window_up_{window_size}"
+        return LeakPair(honest, control, window_size, window_up, compared_open=0)
+    raise ValueError(f"no leakage control for {dataset}'s label {honest}")
+
+
+@dataclass(frozen=True)
+class RuleReading:
+    """The rule's guesses on every window of a dataset over a lake's days, with the labels."""
+
+    guess: Guess
+    honest: np.ndarray  # value of the paired label; NaN where it is not landed
+    control: np.ndarray  # value of the leakage control
+    ties: np.ndarray  # the two prices the control compares are equal (dojis)
+    on_stride: np.ndarray  # decision time on a multiple of the horizon: non-overlapping samples
+
+
+def read_with_the_rule(sim: SimulatedLake, dataset: str, style_name: str, window_size: int):
+    pair, style = leak_pair(dataset, window_size), LEAK_STYLES[style_name]
+    batches, frames, con = [], [], connect()
+    for day in sim.days:
+        part = WindowPartition(SYMBOL, sim.interval, day, dataset, window_size)
+        windows, frame = load_windows(sim.lake, con, part)
+        honest = attach_labels(sim.lake, part, frame)["value"]
+        control = attach_labels(sim.lake, part, frame, label=pair.control)["value"]
+        assert set(frame["label"]) == {pair.honest} and control.null_count() == 0
+        batches.append(windows)
+        frames.append(frame.with_columns(honest=honest, control=control))
+    windows, frame = concatenated(batches), pl.concat(frames)
+    bar = interval_length(sim.interval) // dt.timedelta(microseconds=1)
+    bar_index = frame["decision_time"].dt.epoch("us").to_numpy() // bar
+    return RuleReading(
+        guess=pair.rule(render(windows, style), style, window_size),
+        honest=frame["honest"].fill_null(np.nan).to_numpy(),
+        control=frame["control"].to_numpy(),
+        ties=windows.close[:, -1] == windows.open[:, pair.compared_open],
+        on_stride=bar_index % pair.horizon == 0,
+    )
+
+
+def concatenated(batches: list[WindowBatch]) -> WindowBatch:
+    fields = vars(batches[0])
+    return WindowBatch(**{f: np.concatenate([getattr(b, f) for b in batches]) for f in fields})
+
+
+def honest_score(reading: RuleReading) -> RuleScore:
+    """The rule against the honest label on decided, labelled, non-overlapping samples."""
+    keep = reading.guess.decided & ~np.isnan(reading.honest) & reading.on_stride
+    return score(reading.guess.up[keep], reading.honest[keep].astype(bool))
+
+
+def simulate(root, interval: str) -> SimulatedLake:
+    lake = Lake(root)
+    days = LAKE_DAYS[interval]
+    source = SimulatorSource(SimulatorConfig())
+    ingest_range(lake, source, [SYMBOL], interval, TimeRange(START, START + dt.timedelta(days)))
+    con = connect()
+    window_days = tuple(START.date() + dt.timedelta(days=d) for d in range(1, days - 1))
+    for day in window_days:
+        build_dataset_day(lake, con, SYMBOL, day)
+    return SimulatedLake(lake, interval, window_days)
+
+
+def showing_the_future(sim: SimulatedLake, bars: int, root) -> SimulatedLake:
+    """A copy of the lake whose curated klines at its interval are moved ``bars`` bars earlier
+    (a misaligned join): the candle drawn at time t is candle t + bars, while every window keeps
+    its decision time and its pairing with the labels of that time."""
+    lake = Lake(root)
+    shift = bars * interval_length(sim.interval)
+    for keys in sim.lake.partitions("curated", "klines"):
+        if keys["interval"] == sim.interval:
+            klines = sim.lake.read_partition("curated", "klines", keys)
+            moved = klines.with_columns(pl.col("open_time", "close_time") - shift)
+            lake.write_partition("curated", "klines", keys, moved)
+    for layer, table in (("windows", "windows"), ("labels", "labels")):
+        shutil.copytree(sim.lake.table_dir(layer, table), lake.table_dir(layer, table))
+    return SimulatedLake(lake, sim.interval, sim.days)
+
+
+class SimulatedLakes:
+    """Simulated lakes built on first use and kept for the module."""
+
+    def __init__(self, tmp_path_factory) -> None:
+        self._tmp = tmp_path_factory
+        self._lakes: dict[tuple[str, int], SimulatedLake] = {}
+
+    def get(self, interval: str, future_bars: int = 0) -> SimulatedLake:
+        key = (interval, future_bars)
+        if key not in self._lakes:
+            root = self._tmp.mktemp(f"lake-{interval}-{future_bars}")
+            self._lakes[key] = (
+                simulate(root, interval)
+                if not future_bars
+                else showing_the_future(self.get(interval), future_bars, root)
+            )
+        return self._lakes[key]
 
 
 @pytest.fixture(scope="module")
-def simulated_lake(tmp_path_factory) -> Lake:
-    lake = Lake(tmp_path_factory.mktemp("lake"))
-    start = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
-    source = SimulatorSource(SimulatorConfig())
-    ingest_range(lake, source, ["BTCUSDT"], "1m", TimeRange(start, start + dt.timedelta(days=3)))
-    build_dataset_day(lake, connect(), "BTCUSDT", DAY)
-    return lake
+def simulated_lakes(tmp_path_factory) -> SimulatedLakes:
+    return SimulatedLakes(tmp_path_factory)
 
 
-def last_candle_is_green(images: np.ndarray) -> np.ndarray:
-    """The trivial rule: is the rightmost candle's body green? Reads pixels only."""
-    last_slot = images[:, :, :, -3:].astype(int)  # 5 candles in 64 px: the last owns 51-63
-    green = ((last_slot[:, 1] > last_slot[:, 0]) & (last_slot[:, 1] > 0)).sum(axis=(1, 2))
-    red = ((last_slot[:, 0] > last_slot[:, 1]) & (last_slot[:, 0] > 0)).sum(axis=(1, 2))
-    assert (green + red > 0).all()
-    return green > red
+DATASET_NAMES = [d.name for d in DATASETS]
+WINDOW = 5
+SLOW_15M = pytest.param("15m", marks=pytest.mark.slow)
 
 
-def test_the_last_candles_colour_reveals_the_leaky_label_but_not_the_honest_one(simulated_lake):
-    part = WindowPartition("BTCUSDT", "1m", DAY, "regular", 5)
-    windows, frame = load_windows(simulated_lake, connect(), part)
-    rule = last_candle_is_green(render(windows, CandleStyle()))
-    leaky = attach_labels(simulated_lake, part, frame, label="leaky_last_candle_up")["value"]
-    honest = attach_labels(simulated_lake, part, frame)  # regular pairs with next_up_1
-    assert set(honest["label"]) == {"next_up_1"}
-    honest = honest.filter(honest["value"].is_not_null())
-    assert windows.size > 1400 and honest.height > 1400
+@pytest.mark.parametrize("style_name", list(LEAK_STYLES))
+@pytest.mark.parametrize("dataset", DATASET_NAMES)
+@pytest.mark.parametrize("interval", ["1m", SLOW_15M])
+def test_a_pixel_rule_reads_the_leakage_control_but_not_the_honest_label(
+    simulated_lakes, interval, dataset, style_name
+):
+    sim = simulated_lakes.get(interval)
+    reading = read_with_the_rule(sim, dataset, style_name, WINDOW)
+    decided = reading.guess.decided
+    bars_per_day = dt.timedelta(days=1) // interval_length(interval)
+    assert decided.size > 0.95 * bars_per_day * len(sim.days) and decided.mean() > 0.85
+    honest = honest_score(reading)
+    assert honest.samples > 0.8 * decided.size / leak_pair(dataset, WINDOW).horizon
+    assert not reveals_the_label(honest), honest
+    assert abs(honest.accuracy - 0.5) < max(0.06, honest.interval), honest
+    # the image shows the control: every decided guess is right but on a price tie (a doji,
+    # drawn green; OHLC ticks of equal prices share a row and are undecided)
+    wrong = reading.guess.up != reading.control.astype(bool)
+    np.testing.assert_array_equal(wrong[decided], reading.ties[decided])
+    assert reading.ties.mean() < 0.03
 
-    leaky_accuracy = float(np.mean(rule == leaky.to_numpy().astype(bool)))
-    # the image's last candle *is* the leaky label; only dojis (green, label 0) disagree
-    dojis = np.mean(windows.close[:, -1] == windows.open[:, -1])
-    assert leaky_accuracy == pytest.approx(1.0 - dojis, abs=1e-12) and leaky_accuracy > 0.97
 
-    keep = frame["decision_time"].is_in(honest["decision_time"].implode()).to_numpy()
-    guess, truth = rule[keep], honest["value"].to_numpy().astype(bool)
-    accuracy = float(np.mean(guess == truth))
-    # under independence the rule scores p·q + (1 − p)(1 − q); 99.9 % binomial interval
-    p, q = guess.mean(), truth.mean()
-    chance = p * q + (1 - p) * (1 - q)
-    assert abs(accuracy - chance) < 3.3 * math.sqrt(chance * (1 - chance) / guess.size)
-    assert abs(accuracy - 0.5) < 0.06
+@pytest.mark.parametrize("style_name", list(LEAK_STYLES))
+@pytest.mark.parametrize("dataset", DATASET_NAMES)
+@pytest.mark.parametrize("interval", ["1m", SLOW_15M])
+def test_the_detector_flags_a_lake_that_draws_the_labels_future(
+    simulated_lakes, interval, dataset, style_name
+):
+    horizon = leak_pair(dataset, WINDOW).horizon  # next_up_1: 1 bar; window_up_5: 5 bars
+    tampered = simulated_lakes.get(interval, future_bars=horizon)
+    honest = honest_score(read_with_the_rule(tampered, dataset, style_name, WINDOW))
+    assert reveals_the_label(honest) and honest.accuracy > 0.9, honest
 
 
 def test_an_empty_batch_gives_no_images():

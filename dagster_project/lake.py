@@ -41,8 +41,9 @@ CATALOG_FILE = "candlelake.duckdb"
 # package, a release behind the Python package) opens it as well as Python does.
 CATALOG_STORAGE_VERSION = "v1.4.0"
 
-# Partition keys in path order; any other key follows these, in the order given.
-KEY_ORDER = ("symbol", "interval", "date")
+# Partition keys in path order; any other key follows these, in the order given. A split spec
+# (windows/splits) comes first: one spec's splits are one folder.
+KEY_ORDER = ("spec", "symbol", "interval", "date")
 # DuckDB types of the partition keys, so a view never guesses ("1INCHUSDT" stays text).
 HIVE_TYPES = {
     "symbol": "VARCHAR",

@@ -4,8 +4,8 @@
 joined to ``labels/labels``) for some symbols at one interval over a range of UTC days, one
 symbol-interval-day partition at a time: it loads the partition's windows
 (``ml.window_data.load_windows``), joins their label values, drops windows without one, keeps one
-split of ``windows/splits`` if asked, and renders the rest in chunks. It holds one partition's
-windows and one chunk of images at a time, never the whole range. Each item is an
+split of one split spec's ``windows/splits`` if asked, and renders the rest in chunks. It holds
+one partition's windows and one chunk of images at a time, never the whole range. Each item is an
 ``ImageSample``: the uint8 image ``(C, H, W)``, the label's value as a float32 scalar tensor, and
 the decision time in microseconds since 1970-01-01 UTC (an int, so a DataLoader batches it into
 an int64 tensor).
@@ -46,8 +46,9 @@ from dagster_project.images import (
 from dagster_project.klines import CURATED_INTERVALS
 from dagster_project.labels import label_names
 from dagster_project.lake import Lake, connect
+from dagster_project.splits import DEFAULT_SPEC, SPEC, SplitSpec, resolve_spec
 from ml.images import CandleStyle, Style
-from ml.splits import SPLIT_LABELS
+from ml.splits import SPLIT_LABELS, SplitError, label_horizon_bars
 from ml.window_data import WindowPartition, attach_labels
 
 CHUNK_SIZE = 256  # windows rendered at a time
@@ -63,10 +64,12 @@ class LakeImageDataset(IterableDataset):
     """The labelled windows of ``dataset`` at ``window_size`` candles, as images.
 
     ``start`` and ``end`` are the first and last UTC day (inclusive). ``split`` keeps the samples
-    of one ``windows/splits`` split (train, validation, test, purged, embargoed). ``label``
-    replaces each window's paired label by another one, e.g. a leakage control; the split filter
-    still goes by the window's own sample. Every partition must exist; a missing one is an error
-    when the dataset is built, not in the middle of an epoch.
+    of one split (train, validation, test, purged, embargoed) of the split spec ``split_spec``
+    (``windows/splits/spec=<split_spec>``). ``label`` replaces each window's paired label by
+    another one, e.g. a leakage control; the split filter still goes by the window's own sample,
+    purged on the paired label's ``known_at``, so with a split the spec's embargo must cover the
+    other label's horizon (a ``SplitError`` otherwise). Every partition must exist; a missing one
+    is an error when the dataset is built, not in the middle of an epoch.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class LakeImageDataset(IterableDataset):
         split: str | None = None,
         label: str | None = None,
         use_cache: bool = False,
+        split_spec: str = DEFAULT_SPEC,
         chunk_size: int = CHUNK_SIZE,
     ) -> None:
         super().__init__()
@@ -93,12 +97,15 @@ class LakeImageDataset(IterableDataset):
         self.use_cache = use_cache
         self.chunk_size = chunk_size
         check_request(interval, dataset, window_size, self.style, split, label, chunk_size)
+        self.split_spec = resolve_spec(self.lake, split_spec) if split is not None else None
+        if self.split_spec is not None and label is not None:
+            check_embargo_covers(self.split_spec, label)
         self.partitions = tuple(
             WindowPartition(symbol, interval, day, dataset, window_size)
             for symbol in self.symbols
             for day in day_range(start, end)
         )
-        check_partitions_exist(self.lake, self.partitions, needs_splits=split is not None)
+        check_partitions_exist(self.lake, self.partitions, self.split_spec)
 
     def __iter__(self) -> Iterator[ImageSample]:
         con = connect()
@@ -171,8 +178,8 @@ class LakeImageDataset(IterableDataset):
         return frame
 
     def split_times(self, part: WindowPartition) -> pl.Series:
-        """The decision times of the partition's samples in ``self.split``."""
-        keys = {"symbol": part.symbol, "interval": part.interval}
+        """The decision times of the partition's samples in ``self.split`` of the spec."""
+        keys = {SPEC: self.split_spec.name, "symbol": part.symbol, "interval": part.interval}
         start = dt.datetime.combine(part.day, dt.time(), tzinfo=dt.UTC)
         return (
             pl.scan_parquet(self.lake.partition_files("windows", "splits", keys))
@@ -244,8 +251,21 @@ def check_request(
         raise InvalidRequestError(f"chunk_size must be at least 1, got {chunk_size}")
 
 
+def check_embargo_covers(spec: SplitSpec, label: str) -> None:
+    """Refuse ``label`` with a split of ``spec`` when it looks further ahead than the spec's
+    embargo: the split was purged on each window's paired label, so a training row's ``label``
+    could be known inside the next block."""
+    horizon = label_horizon_bars(label)
+    if horizon > spec.embargo_bars:
+        raise SplitError(
+            f"label {label!r} looks {horizon} bars ahead, but split spec {spec.name!r} embargoes "
+            f"only {spec.embargo_bars} bars before each cut, so a training row's {label} could "
+            f"be known inside the next block; use a spec with embargo_bars >= {horizon}"
+        )
+
+
 def check_partitions_exist(
-    lake: Lake, partitions: Sequence[WindowPartition], needs_splits: bool
+    lake: Lake, partitions: Sequence[WindowPartition], spec: SplitSpec | None
 ) -> None:
     """Raises naming every missing partition and the asset that writes it."""
     missing = []
@@ -253,14 +273,14 @@ def check_partitions_exist(
         for layer, table in (("windows", "windows"), ("labels", "labels")):
             if not lake.partition_file(layer, table, part.keys).is_file():
                 missing.append(f"{layer}/{table} {part.symbol} {part.interval} {part.day}")
-    if needs_splits:
+    if spec is not None:
         for symbol, interval in dict.fromkeys((p.symbol, p.interval) for p in partitions):
-            keys = {"symbol": symbol, "interval": interval}
+            keys = {SPEC: spec.name, "symbol": symbol, "interval": interval}
             if not lake.partition_files("windows", "splits", keys):
-                missing.append(f"windows/splits {symbol} {interval}")
+                missing.append(f"windows/splits {spec.name} {symbol} {interval}")
     if missing:
         raise InvalidRequestError(
             f"the lake {lake.root} lacks {len(missing)} partition(s): {'; '.join(missing)}; "
             "materialize labels/labels and windows/windows for those days "
-            "(and windows/splits for a split) first"
+            "(and windows/splits of the split spec for a split) first"
         )

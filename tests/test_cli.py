@@ -304,3 +304,72 @@ def test_collect_depth_lands_books_and_updates_from_a_local_stream(lake_root):
         lake_root, "select count(*) from depth_snapshots where bid_prices[1] < ask_prices[1]"
     )
     assert books[0][0] > 0
+
+
+def test_split_spec_add_stores_a_spec_and_list_shows_it(lake_root):
+    result = candlelake(
+        lake_root,
+        "split-spec",
+        "add",
+        "march_week",
+        "--validation-start",
+        "2024-03-05",
+        "--test-start",
+        "2024-03-06T12:00",
+        "--train-start",
+        "2024-03-01",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(
+        "split spec march_week: train_start 2024-03-01T00:00:00+00:00, validation_start "
+        "2024-03-05T00:00:00+00:00, test_start 2024-03-06T12:00:00+00:00, embargo 30 bars"
+    )
+    listed = candlelake(lake_root, "split-spec", "list").output.splitlines()
+    assert listed[0].startswith("default: validation_start 2024-03-02T00:00:00+00:00")
+    assert listed[0].endswith("[built in]")
+    assert listed[1].startswith("march_week: train_start 2024-03-01") and "[stored " in listed[1]
+    # the same cuts again change nothing
+    again = ["--validation-start", "2024-03-05", "--test-start", "2024-03-06T12:00"]
+    again += ["--train-start", "2024-03-01T00:00:00Z"]
+    assert candlelake(lake_root, "split-spec", "add", "march_week", *again).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["march_week", "--validation-start", "2024-03-04", "--test-start", "2024-03-06T12:00"],
+            "split spec 'march_week' is stored in the lake with train_start 2024-03-01",
+        ),
+        (
+            ["default", "--validation-start", "2024-03-02", "--test-start", "2024-03-04"],
+            "split spec 'default' is built in with validation_start",
+        ),
+        (
+            ["March", "--validation-start", "2024-03-02", "--test-start", "2024-03-04"],
+            "bad split spec name 'March'",
+        ),
+        (
+            ["late", "--validation-start", "2024-03-04", "--test-start", "2024-03-02"],
+            "validation_start 2024-03-04T00:00:00+00:00 must be before test_start",
+        ),
+        (
+            ["short", "--validation-start", "2024-03-02", "--test-start", "2024-03-04"]
+            + ["--embargo-bars", "5"],
+            "embargo_bars=5 is shorter than the longest label horizon or window (30 bars)",
+        ),
+        (
+            ["soon", "--validation-start", "tomorrow", "--test-start", "2024-03-04"],
+            "cannot parse time 'tomorrow'",
+        ),
+    ],
+)
+def test_split_spec_add_refusals_are_one_error_line(lake_root, args, message):
+    stored = ["--validation-start", "2024-03-05", "--test-start", "2024-03-06T12:00"]
+    candlelake(lake_root, "split-spec", "add", "march_week", *stored, "--train-start", "2024-03-01")
+    result = CliRunner().invoke(main, ["--lake", str(lake_root), "split-spec", "add", *args])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    listed = candlelake(lake_root, "split-spec", "list").output
+    assert [line.split(":")[0] for line in listed.splitlines()] == ["default", "march_week"]

@@ -15,18 +15,30 @@ import dagster_project.images as image_cache
 from dagster_project.errors import InvalidRequestError
 from dagster_project.images import ImageCacheSettings, cache_dataset_day, shard_path
 from dagster_project.lake import Lake, connect
+from dagster_project.splits import SplitSpec, SplitSpecError, assign_splits, store_spec
 from ml.image_dataset import ImageSample, LakeImageDataset, image_loader
 from ml.images import CandleStyle, OhlcBarStyle, render
+from ml.splits import SplitError
 from ml.window_data import WindowPartition, attach_labels, load_windows
 from tests.helpers import simulated_dataset_lake
 
 DAYS = (dt.date(2024, 3, 1), dt.date(2024, 3, 2))
 SYMBOL = "BTCUSDT"
+# A calendar with every split inside DAYS (the built-in default tests from 03-03 on).
+TWO_DAYS = SplitSpec(
+    "two_days",
+    validation_start=dt.datetime(2024, 3, 1, 16, tzinfo=dt.UTC),
+    test_start=dt.datetime(2024, 3, 2, 8, tzinfo=dt.UTC),
+)
 
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory) -> Lake:
-    return simulated_dataset_lake(tmp_path_factory.mktemp("lake"), SYMBOL, DAYS)
+    """The simulated days with the default spec's splits and TWO_DAYS' splits."""
+    lake = simulated_dataset_lake(tmp_path_factory.mktemp("lake"), SYMBOL, DAYS)
+    store_spec(lake, TWO_DAYS)
+    assign_splits(lake, connect(), [TWO_DAYS.name])
+    return lake
 
 
 @pytest.fixture
@@ -106,13 +118,16 @@ def test_a_label_override_yields_that_labels_values(lake):
     assert set(reference["label"]) == {"leaky_last_candle_up"}
 
 
+def split_rows(lake: Lake, spec: str, interval: str) -> pl.DataFrame:
+    keys = {"spec": spec, "symbol": SYMBOL, "interval": interval}
+    return pl.read_parquet(lake.partition_files("windows", "splits", keys))
+
+
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_the_split_filter_keeps_exactly_that_splits_rows(lake, split):
-    times = [s.decision_time for s in dataset(lake, "1m", window_size=15, split=split)]
-    splits = pl.read_parquet(
-        lake.partition_files("windows", "splits", {"symbol": SYMBOL, "interval": "1m"})
-    )
-    rows = splits.filter(
+    chosen = dataset(lake, "1m", window_size=15, split=split, split_spec="two_days")
+    times = [s.decision_time for s in chosen]
+    rows = split_rows(lake, "two_days", "1m").filter(
         (pl.col("dataset") == "regular")
         & (pl.col("window_size") == 15)
         & (pl.col("split") == split)
@@ -126,9 +141,49 @@ def test_every_split_together_is_the_whole_dataset(lake):
     parts = [
         s.decision_time
         for split in ("train", "validation", "test", "purged", "embargoed")
-        for s in dataset(lake, "15m", window_size=15, split=split)
+        for s in dataset(lake, "15m", window_size=15, split=split, split_spec="two_days")
     ]
     assert sorted(parts) == whole
+
+
+def test_the_split_spec_defaults_to_the_built_in_default(lake):
+    """The default spec validates from 03-02 00:00: its validation rows are 03-02's, two_days'
+    start at 03-01 16:00."""
+
+    def first_time(**kw) -> dt.datetime:
+        first = next(iter(dataset(lake, "15m", window_size=5, split="validation", **kw)))
+        return dt.datetime.fromtimestamp(first.decision_time / 1e6, dt.UTC)
+
+    assert first_time() == dt.datetime(2024, 3, 2, tzinfo=dt.UTC)
+    assert first_time(split_spec="two_days") == dt.datetime(2024, 3, 1, 16, tzinfo=dt.UTC)
+    with pytest.raises(SplitSpecError, match="unknown split spec 'weekly'; known: default"):
+        dataset(lake, split="train", split_spec="weekly")
+
+
+def test_a_label_override_must_fit_in_the_specs_embargo(lake, tmp_path):
+    """Splits are purged on the paired label (next_up_1); a label looking further ahead than
+    the spec's embargo could be known inside the next block. A spec stored with a 10-bar embargo
+    (as if before the 30-bar labels existed) refuses tb_30, keeps next_up_5 and the leakage
+    controls (no horizon)."""
+    own = Lake(tmp_path / "lake")
+    shutil.copytree(lake.root, own.root)
+    row = pl.DataFrame(
+        {
+            "validation_start": [TWO_DAYS.validation_start],
+            "test_start": [TWO_DAYS.test_start],
+            "embargo_bars": [10],
+        }
+    )
+    own.write_partition("windows", "split_specs", {"spec": "short"}, row)
+    with pytest.raises(
+        SplitError,
+        match="label 'tb_30' looks 30 bars ahead, but split spec 'short' embargoes only 10",
+    ):
+        dataset(own, split="train", split_spec="short", label="tb_30")
+    for label in ("next_up_5", "leaky_window_up_30"):  # past the embargo check: no splits yet
+        with pytest.raises(InvalidRequestError, match="windows/splits short BTCUSDT 15m"):
+            dataset(own, split="train", split_spec="short", label=label)
+    assert len(list(dataset(own, split="train", split_spec="two_days", label="fwd_logret_15"))) > 0
 
 
 def test_two_dataloader_workers_produce_each_sample_once(lake):
@@ -179,7 +234,7 @@ def test_cached_shards_give_byte_identical_samples_without_loading_candles(own_l
     cases = [
         {"style": CandleStyle()},
         {"style": OhlcBarStyle(), "name": "irregular_60", "window_size": 30},
-        {"label": "leaky_last_candle_up", "split": "train"},
+        {"label": "leaky_last_candle_up", "split": "train", "split_spec": "two_days"},
     ]
     rendered = [stacked(list(dataset(own_lake, **case))) for case in cases]
 
@@ -261,5 +316,5 @@ def test_a_missing_partition_is_named_before_any_item(lake):
 
 def test_a_split_needs_the_splits_table(lake, tmp_path):
     shutil.copytree(lake.root, tmp_path / "lake", ignore=shutil.ignore_patterns("splits"))
-    with pytest.raises(InvalidRequestError, match="windows/splits BTCUSDT 15m"):
-        dataset(Lake(tmp_path / "lake"), split="train")
+    with pytest.raises(InvalidRequestError, match="windows/splits two_days BTCUSDT 15m"):
+        dataset(Lake(tmp_path / "lake"), split="train", split_spec="two_days")

@@ -33,7 +33,8 @@ def labelled() -> pl.DataFrame:
             "known_at": pl.Datetime("us", "UTC"),
         },
     )
-    return time_split(df, 0.6, 0.2, 0.2, embargo=timedelta(minutes=6))
+    cuts = (T0 + timedelta(minutes=120), T0 + timedelta(minutes=160))  # 60/20/20
+    return time_split(df, *cuts, embargo=timedelta(minutes=6))
 
 
 def train_rows(df: pl.DataFrame) -> pl.DataFrame:

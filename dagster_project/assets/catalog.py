@@ -25,6 +25,7 @@ CATALOG_VIEWS = (
     CatalogView("labels", "labels", "labels"),
     CatalogView("windows", "windows", "windows"),
     CatalogView("splits", "windows", "splits"),
+    CatalogView("split_specs", "windows", "split_specs"),
     *(CatalogView(f"images_{dataset}", "images", dataset) for dataset in IMAGES),
 )
 

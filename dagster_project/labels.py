@@ -3,8 +3,16 @@
 ``build_labels`` runs ``sql/labels/labels.sql`` and ``build_windows`` runs
 ``sql/windows/windows.sql`` over curated klines of one symbol and interval. What each label means
 is data (``LABEL_SPECS``); the SQL files document the exact definitions. The one recursive input,
-the EWM volatility of log returns used by the triple-barrier labels, is computed here by a
-vectorised polars helper (``ewm_volatility``) and handed to the query as two list parameters.
+the EWM volatility of log returns used by the triple-barrier labels, is computed here
+(``ewm_volatility``) and handed to the query as two list parameters.
+
+Partition exactness (DESIGN.md, "Time and leakage rules"): labels of decisions in a range of days
+computed from the range's klines plus ``history_bars()`` candles before it and
+``lookahead_bars()`` after it equal the same labels computed over the whole series. The volatility
+is a recursive smoother like the indicators' (``dagster_project.indicators``): it is given only
+once its seed's residual weight is below ``SEED_RESIDUAL``, ``volatility_warmup()`` returns after
+the input begins, so a series has no tb_* labels until that much history has landed (at the
+default span of 60: none on its first 849 candles, about 35 days at 1h and 9 at 15m).
 """
 
 from __future__ import annotations
@@ -15,9 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
+import numpy as np
 import polars as pl
 
 from dagster_project.errors import InvalidRequestError
+from dagster_project.indicators import converge_bars, recursive_mean
 from dagster_project.klines import interval_length
 from dagster_project.sql import run_sql
 
@@ -72,7 +82,11 @@ LABEL_SPECS: tuple[LabelSpec, ...] = (
 class LabelParams:
     tb_k: float = 2.0  # barrier width in volatilities
     vol_span: int = 60  # EWM span (bars) of the squared log returns
-    vol_min_periods: int = 20  # returns needed before a volatility is given (else no tb label)
+    vol_min_periods: int = 20  # returns averaged into the EWM's seed (its textbook SMA start)
+
+    @property
+    def vol_alpha(self) -> float:
+        return 2.0 / (self.vol_span + 1)
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,40 @@ def label_names(include_leaky: bool = True) -> list[str]:
     return [n for s in LABEL_SPECS if include_leaky or not s.is_leaky for n in s.names]
 
 
+def volatility_warmup(params: LabelParams | None = None) -> int:
+    """Index (0-based, among the one-bar returns of the input) of the first volatility given:
+    the seed's ``vol_min_periods`` returns, then ``converge_bars`` until it weighs below
+    SEED_RESIDUAL (848 at the defaults)."""
+    params = params or LabelParams()
+    return params.vol_min_periods - 1 + converge_bars(params.vol_alpha)
+
+
+def history_bars(params: LabelParams | None = None) -> int:
+    """Candles before the start of a decision range (a midnight) that its labels and windows read.
+
+    The first decision closes the candle that opens one bar before the start. That candle needs
+    the candles of its window (``window_history_bars``) and, for its volatility,
+    ``volatility_warmup + 1`` before it (its own return is the warm-up's last).
+    """
+    return max(window_history_bars(), 1 + volatility_warmup(params) + 1)
+
+
+def window_history_bars() -> int:
+    """Candles before the start of a decision range that its windows (and ``leaky_window_up_w``)
+    read: the longest window w, ending at the candle that opens one bar before the start."""
+    return max(*WINDOW_SIZES, *WINDOW_WIDTHS)
+
+
+def lookahead_bars() -> int:
+    """Candles after the end of a decision range (a midnight) that its labels read.
+
+    The last decision closes the candle t that opens two bars before the end; its longest horizon
+    h reads candle t + h, which opens h - 2 bars after the end: h - 1 candles past it.
+    """
+    longest = max(h for spec in LABEL_SPECS if not spec.is_leaky for h in spec.horizons)
+    return max(longest - 1, 0)
+
+
 def build_labels(
     con: duckdb.DuckDBPyConnection,
     kline_files: Sequence[str],
@@ -108,8 +156,9 @@ def build_labels(
     params: LabelParams | None = None,
 ) -> pl.DataFrame:
     """Labels for decision times in ``[start, end)``: decision_time, label, value, known_at,
-    is_leaky. ``kline_files`` must reach past ``end`` by the longest horizon and before ``start``
-    by the volatility warm-up and the longest window, or the edge labels are absent."""
+    is_leaky. ``kline_files`` must hold ``lookahead_bars()`` candles past ``end`` and
+    ``history_bars(params)`` before ``start`` (or everything since the series began), or the
+    edge labels are absent; with them, every label equals the whole-series computation."""
     params = params or LabelParams()
     bar_us = _bar_us(interval)
     vol = ewm_volatility(_read_closes(kline_files), bar_us, params)
@@ -133,38 +182,25 @@ def build_labels(
 
 
 def ewm_volatility(closes: pl.DataFrame, bar_us: int, params: LabelParams) -> pl.DataFrame:
-    """EWM volatility of log returns known at each candle's close: sqrt of the EWM mean
-    (``adjust=False``, span ``vol_span``) of squared one-bar log returns up to and including
-    candle t. A return across a gap (open_times not one bar apart) is skipped, not invented.
-    Null until ``vol_min_periods`` returns have been seen. Input: open_time, close (sorted)."""
+    """EWM volatility of log returns known at each candle's close: sqrt of the EWM mean (weight
+    ``vol_alpha``) of squared one-bar log returns up to and including candle t, seeded with the
+    mean of the first ``vol_min_periods`` (``indicators.recursive_mean``). A return across a gap
+    (open_times not one bar apart) is skipped, not invented. Given only from the
+    ``volatility_warmup(params)``-th return of the input on, when the seed's residual weight is
+    below SEED_RESIDUAL: from there it does not depend on where the input began (to ~1e-12).
+    Input: open_time, close. Output: open_time, vol, for the candles that have one."""
     bar = dt.timedelta(microseconds=bar_us)
     logret = (
         pl.when(pl.col("open_time").diff() == bar)
         .then((pl.col("close") / pl.col("close").shift(1)).log())
-        .otherwise(None)
+        .alias("r")
     )
-    return (
-        closes.sort("open_time")
-        .with_columns(logret.alias("r"))
-        .with_columns(
-            (pl.col("r") ** 2)
-            .ewm_mean(
-                span=params.vol_span,
-                adjust=False,
-                min_samples=params.vol_min_periods,
-                ignore_nulls=True,
-            )
-            .sqrt()
-            .alias("vol")
-        )
-        .with_columns(
-            pl.when(pl.col("r").is_not_null().cum_sum() >= params.vol_min_periods)
-            .then(pl.col("vol"))
-            .alias("vol")
-        )
-        .select("open_time", "vol")
-        .drop_nulls("vol")
-    )
+    returns = closes.sort("open_time").with_columns(logret).drop_nulls("r")
+    squared = (returns["r"] ** 2).to_numpy()
+    variance = recursive_mean(squared, params.vol_min_periods, params.vol_alpha)
+    variance[: volatility_warmup(params)] = np.nan
+    vol = pl.Series("vol", np.sqrt(variance), nan_to_null=True)
+    return returns.select("open_time").with_columns(vol).drop_nulls("vol")
 
 
 def build_windows(

@@ -15,6 +15,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from dagster_project.datasets import window_history_days
 from dagster_project.errors import InvalidRequestError
 from dagster_project.features import history_files
 from dagster_project.klines import interval_length
@@ -54,7 +55,9 @@ def load_windows(
         SQL_NAME,
         {
             "window_files": [str(window_file)],
-            "kline_files": history_files(lake, part.symbol, part.interval, part.day, 1),
+            "kline_files": history_files(
+                lake, part.symbol, part.interval, part.day, window_history_days(part.interval)
+            ),
             "bar_us": interval_length(part.interval) // dt.timedelta(microseconds=1),
             "dataset": part.dataset,
             "window_size": part.window_size,

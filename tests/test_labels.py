@@ -1,14 +1,31 @@
-"""sql/labels/labels.sql and sql/windows/windows.sql on small hand-made klines."""
+"""sql/labels/labels.sql and sql/windows/windows.sql on small hand-made klines; the volatility
+warm-up; and, on simulated and real lakes, days built alone against the whole series (exact and
+complete)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
+import shutil
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 import pytest
 
+from dagster_project.curate import curate_day
+from dagster_project.datasets import (
+    build_dataset_day,
+    label_history_days,
+    label_lookahead_days,
+    window_history_days,
+)
+from dagster_project.indicators import converge_bars
+from dagster_project.ingest.freqtrade import read_freqtrade_file
+from dagster_project.ingest.landing import land_klines
+from dagster_project.ingest.simulator import simulate_klines
+from dagster_project.klines import CURATED_INTERVALS, TimeRange, to_utc
 from dagster_project.labels import (
     DATASETS,
     LABEL_SPECS,
@@ -17,10 +34,15 @@ from dagster_project.labels import (
     build_windows,
     check_known_at,
     ewm_volatility,
+    history_bars,
     label_names,
+    lookahead_bars,
+    volatility_warmup,
+    window_history_bars,
 )
-from dagster_project.lake import connect
+from dagster_project.lake import Lake, connect
 from dagster_project.sql import run_sql
+from ml.window_data import WindowPartition, load_windows
 
 UTC = dt.UTC
 T0 = dt.datetime(2024, 3, 1, tzinfo=UTC)
@@ -195,37 +217,82 @@ def test_start_and_end_keep_decision_times_in_a_half_open_range(tmp_path):
     assert sorted(out["decision_time"].unique().to_list()) == [m(2), m(3)]
 
 
-def test_ewm_volatility_matches_the_recursion_and_skips_gap_returns():
-    minutes = [0, 1, 2, 3, 5, 6, 7]  # 4 missing: the 3 -> 5 return is not a one-bar return
-    closes = [100.0, 101.0, 100.5, 102.0, 90.0, 91.0, 90.5]
+def loop_volatility(minutes: list[int], closes: list[float], span: int, seed_returns: int):
+    """The volatility by hand: one-bar returns only, the EWM seeded with the mean of the first
+    ``seed_returns`` squared returns, given once the seed weighs below 1e-12."""
+    alpha = 2 / (span + 1)
+    bars = zip(minutes, closes, strict=True)
+    squared = [
+        (minute, math.log(close / prev) ** 2)
+        for (prev_minute, prev), (minute, close) in itertools.pairwise(bars)
+        if minute - prev_minute == 1
+    ]
+    values, mean, residual = {}, None, 1.0
+    for index, (minute, r2) in enumerate(squared):
+        if index == seed_returns - 1:
+            mean = sum(s for _, s in squared[:seed_returns]) / seed_returns
+        elif mean is not None:
+            mean, residual = (1 - alpha) * mean + alpha * r2, residual * (1 - alpha)
+        if mean is not None and residual < 1e-12:
+            values[m(minute)] = math.sqrt(mean)
+    return values
+
+
+def volatility_of(minutes: list[int], closes: list[float], params: LabelParams) -> dict:
     frame = pl.DataFrame({"open_time": [m(i) for i in minutes], "close": closes})
-    params = LabelParams(vol_span=3, vol_min_periods=2)
     vol = ewm_volatility(
         frame.with_columns(pl.col("open_time").dt.cast_time_unit("us")), BAR_US, params
     )
-    alpha = 2 / (3 + 1)
-    returns = [None, *np.log(np.array(closes[1:]) / np.array(closes[:-1]))]
-    returns[4] = None
-    expected, mean, seen = {}, None, 0
-    for minute, r in zip(minutes, returns, strict=True):
-        if r is not None:
-            mean = r * r if mean is None else (1 - alpha) * mean + alpha * r * r
-            seen += 1
-            if seen >= 2:
-                expected[m(minute)] = math.sqrt(mean)
-    got = dict(zip(vol["open_time"].to_list(), vol["vol"].to_list(), strict=True))
+    return dict(zip(vol["open_time"].to_list(), vol["vol"].to_list(), strict=True))
+
+
+def test_ewm_volatility_matches_the_recursion_and_skips_gap_returns():
+    rng = np.random.default_rng(3)
+    minutes = [i for i in range(80) if i not in (30, 31)]  # the 29 -> 32 return is skipped
+    closes = list(100 * np.exp(np.cumsum(rng.normal(0, 0.01, len(minutes)))))
+    params = LabelParams(vol_span=3, vol_min_periods=4)
+    # alpha 0.5 forgets its seed below 1e-12 after 40 more returns: the 44th return is the first
+    assert volatility_warmup(params) == 43
+    expected = loop_volatility(minutes, closes, span=3, seed_returns=4)
+    got = volatility_of(minutes, closes, params)
     assert got.keys() == expected.keys()
+    assert min(got) == m(47)  # the 44th one-bar return: minutes 1..29, then 33..47
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, rel=1e-12)
 
 
+def test_ewm_volatility_does_not_depend_on_where_the_input_begins():
+    rng = np.random.default_rng(5)
+    closes = list(100 * np.exp(np.cumsum(rng.normal(0, 0.01, 200))))
+    params = LabelParams(vol_span=5, vol_min_periods=3)
+    whole = volatility_of(list(range(200)), closes, params)
+    later = volatility_of(list(range(37, 200)), closes[37:], params)
+    assert later.keys() <= whole.keys() and len(later) > 50
+    for key, value in later.items():
+        assert value == pytest.approx(whole[key], rel=1e-11)
+
+
+def test_history_and_lookahead_spans():
+    # the tb volatility (848 returns of warm-up) dominates the history; the 30-bar horizons the
+    # look-ahead: the day's last decision reads candle t + 30, opening 28 bars past midnight
+    assert volatility_warmup() == 20 - 1 + converge_bars(2 / 61) == 848
+    assert history_bars() == 850
+    assert lookahead_bars() == 29
+    assert window_history_bars() == 30
+    spans = {
+        i: (label_history_days(i), label_lookahead_days(i), window_history_days(i))
+        for i in CURATED_INTERVALS
+    }
+    assert spans == {"1m": (1, 1, 1), "5m": (3, 1, 1), "15m": (9, 1, 1), "1h": (36, 2, 2)}
+
+
 def test_build_labels_end_to_end(tmp_path):
     rng = np.random.default_rng(7)
-    closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, 120)))
+    closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, 240)))
     bars = {i: (c, c * 1.001, c * 0.999, c) for i, c in enumerate(closes)}
     path = write_klines(tmp_path, bars)
     params = LabelParams(tb_k=1.0, vol_span=10, vol_min_periods=5)
-    out = build_labels(connect(), [path], "1m", m(40), m(60), params)
+    out = build_labels(connect(), [path], "1m", m(180), m(200), params)
     assert set(out["label"]) == set(label_names())
     assert out.filter(pl.col("label") == "next_up_15").height == 20
     assert check_known_at(out).is_empty()
@@ -234,6 +301,10 @@ def test_build_labels_end_to_end(tmp_path):
         "leaky_last_candle_up",
         "leaky_window_up",
     ]
+    # the volatility's first value is at return 142 (candle 143, decision m(144))
+    early = build_labels(connect(), [path], "1m", m(0), m(180), params)
+    tb_times = early.filter(pl.col("label") == "tb_5")["decision_time"]
+    assert tb_times.min() == m(144)
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,3 +362,200 @@ def test_irregular_masks_drop_the_right_share_reproducibly(tmp_path):
         assert (rows["n_dropped"] == dropped).all()
         if 0 < dropped < size - 1:
             assert len({tuple(mask) for mask in masks}) > 1  # masks differ between windows
+
+
+# --------------------------------------------------------------------------------------------
+# partition exactness and completeness: days built alone (datasets.build_dataset_day, what the
+# asset runs) against build_labels over the whole landed series
+
+SYMBOL = "BTCUSDT"
+KEY = ["interval", "decision_time", "label"]
+HORIZON_30 = ["window_up_30", "tb_30"]
+
+
+def land_and_curate(lake: Lake, con, klines: pl.DataFrame, interval: str) -> list[dt.date]:
+    """Land contract klines as raw/klines and curate each day (every interval derivable)."""
+    landed = land_klines(lake, SYMBOL, interval, klines)
+    for part in landed:
+        curate_day(lake, SYMBOL, part.date, con=con)
+    return [part.date for part in landed]
+
+
+def build_every_day(lake: Lake, con, days: list[dt.date]) -> None:
+    for day in days:
+        build_dataset_day(lake, con, SYMBOL, day)
+
+
+def day_by_day(lake: Lake, interval: str) -> pl.DataFrame:
+    """The union of the labels/labels day partitions of one interval."""
+    parts = [
+        lake.read_partition("labels", "labels", keys)
+        for keys in lake.partitions("labels", "labels")
+        if keys["interval"] == interval
+    ]
+    return pl.concat(parts).with_columns(interval=pl.lit(interval))
+
+
+def whole_series(lake: Lake, con, interval: str, days: list[dt.date], built: list[dt.date]):
+    """build_labels over every landed day of the interval at once, for the decisions of the
+    days ``built``."""
+    files = [
+        str(lake.partition_file("curated", "klines", {**kline_keys(interval), "date": d}))
+        for d in days
+    ]
+    start, end = to_utc(built[0]), to_utc(built[-1]) + dt.timedelta(days=1)
+    labels = build_labels(con, files, interval, start, end)
+    return labels.with_columns(interval=pl.lit(interval))
+
+
+def kline_keys(interval: str) -> dict[str, str]:
+    return {"symbol": SYMBOL, "interval": interval}
+
+
+def at_hours(frame: pl.DataFrame, labels: list[str], hours: range) -> pl.DataFrame:
+    return frame.filter(
+        pl.col("label").is_in(labels) & pl.col("decision_time").dt.hour().is_in(list(hours))
+    )
+
+
+@dataclass
+class BuiltLake:
+    lake: Lake
+    days: list[dt.date]  # landed
+    built: list[dt.date]  # consecutive days whose labels/windows were built one day at a time
+    intervals: tuple[str, ...]
+
+    def compare(self, con) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(day by day, whole series) of the built days over every interval, sorted by KEY."""
+        parts = pl.concat([day_by_day(self.lake, i) for i in self.intervals])
+        whole = [whole_series(self.lake, con, i, self.days, self.built) for i in self.intervals]
+        return parts.sort(KEY), pl.concat(whole).sort(KEY)
+
+
+def built_lake(root, klines: pl.DataFrame, interval: str, first_built: int, intervals):
+    """Land and curate ``klines``, then build each day from the ``first_built``-th on alone."""
+    lake, con = Lake(root), connect()
+    days = land_and_curate(lake, con, klines, interval)
+    build_every_day(lake, con, days[first_built:])
+    return BuiltLake(lake, days, days[first_built:], intervals)
+
+
+SIM_START = dt.datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def simulated(interval: str, days: int) -> pl.DataFrame:
+    span = TimeRange(SIM_START, SIM_START + dt.timedelta(days=days))
+    return simulate_klines(SYMBOL, interval, span)
+
+
+@pytest.fixture(scope="module")
+def sim_1m(tmp_path_factory) -> BuiltLake:
+    """3 simulated days of 1m (curated 1m, 5m, 15m, 1h). 1m reads 1 day of history: the
+    series' first tb label closes its 850th candle, and day 2 reads less than the series."""
+    root = tmp_path_factory.mktemp("sim_1m")
+    return built_lake(root, simulated("1m", 3), "1m", 0, ("1m", "5m"))
+
+
+@pytest.fixture(scope="module")
+def sim_15m(tmp_path_factory) -> BuiltLake:
+    """45 simulated days of 15m (curated 15m and 1h), days 34-44 built. 1h reads 36 days of
+    history: its tb labels start on day 35, and from day 37 on a day reads less than the series."""
+    root = tmp_path_factory.mktemp("sim_15m")
+    return built_lake(root, simulated("15m", 45), "15m", 34, ("15m", "1h"))
+
+
+@pytest.fixture(scope="module")
+def real_1h(shared_binance, tmp_path_factory) -> BuiltLake:
+    """55 days of real BTCUSDT 1h (freqtrade, 2023-02-10 on) with Binance's missing
+    2023-03-24 13:00 candle (a skipped return inside the warm-up of the later days)."""
+    path = shared_binance / "spot_freqtrade" / "BTC_USDT-1h.feather"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    klines = read_freqtrade_file(path).filter(
+        pl.col("open_time").is_between(to_utc("2023-02-10"), to_utc("2023-04-06"), closed="left")
+    )
+    return built_lake(tmp_path_factory.mktemp("real_1h"), klines, "1h", 34, ("1h",))
+
+
+LAKES = [
+    pytest.param("sim_1m", id="sim-1m-5m", marks=pytest.mark.slow),
+    pytest.param("sim_15m", id="sim-15m-1h", marks=pytest.mark.slow),
+    pytest.param("real_1h", id="real-1h", marks=[pytest.mark.slow, pytest.mark.shared_data]),
+]
+
+
+@pytest.mark.parametrize("lake_name", LAKES)
+def test_each_day_built_alone_equals_the_whole_series(request, lake_name):
+    """Every label row of every day partition, tb_* included, equals the same row of the whole
+    series exactly (value, known_at): the warm-up days make the volatility partition-exact."""
+    parts, whole = request.getfixturevalue(lake_name).compare(connect())
+    joined = parts.join(whole, on=KEY, how="left", suffix="_whole", validate="1:1")
+    assert joined.filter(pl.col("value_whole").is_null()).is_empty()  # no row invented
+    for column in ("value", "known_at", "is_leaky"):
+        assert joined[column].equals(joined[f"{column}_whole"]), column
+    tb = joined.filter(pl.col("label").str.starts_with("tb_"))
+    assert tb.height > 1000 and tb["value"].n_unique() == 3  # the warmed-up tb rows are compared
+
+
+@pytest.mark.parametrize("lake_name", LAKES)
+def test_every_label_computable_from_the_landed_klines_is_in_a_day_partition(request, lake_name):
+    """Completeness: the (interval, decision_time, label) set of the whole series equals the
+    union of the day partitions; the 1h 30-bar horizons at 19:00-23:00 (reaching day D+2) too."""
+    built = request.getfixturevalue(lake_name)
+    parts, whole = built.compare(connect())
+    missing = whole.join(parts, on=KEY, how="anti")
+    assert missing.is_empty(), missing.group_by("interval", "label").len()
+    assert parts.height == whole.height
+    if "1h" in built.intervals:
+        late = at_hours(whole.filter(pl.col("interval") == "1h"), HORIZON_30, range(19, 24))
+        assert late.group_by("label").len().height == 2 and late.height >= 40
+
+
+@pytest.mark.slow
+def test_1h_horizons_past_d_plus_1_wait_for_d_plus_2(sim_15m, tmp_path):
+    """Decisions at 19:00-23:00 have their 30-hour labels once D+2 has landed; before, they are
+    absent (not guessed) and everything else of the day is already final."""
+    day = sim_15m.days[40]
+    lake, con = Lake(tmp_path), connect()
+    for d in sim_15m.days[: 40 + 2]:  # D-40 .. D+1
+        copy_curated(sim_15m.lake, lake, "1h", d)
+    build_dataset_day(lake, con, SYMBOL, day)
+    before = day_by_day(lake, "1h")
+    assert at_hours(before, HORIZON_30, range(19, 24)).is_empty()
+    assert at_hours(before, HORIZON_30, range(0, 19)).group_by("label").len().height == 2
+
+    copy_curated(sim_15m.lake, lake, "1h", sim_15m.days[40 + 2])
+    build_dataset_day(lake, con, SYMBOL, day)
+    after = day_by_day(lake, "1h")
+    assert at_hours(after, HORIZON_30, range(19, 24)).height == 2 * 5
+    new_rows = after.join(before, on=KEY, how="anti").sort(KEY)
+    assert new_rows.equals(at_hours(after, HORIZON_30, range(19, 24)).sort(KEY))
+    assert before.join(after, on=[*KEY, "value", "known_at"], how="anti").is_empty()
+    built_with_every_day = sim_15m.lake.read_partition(
+        "labels", "labels", {**kline_keys("1h"), "date": day}
+    )
+    assert after.drop("interval").sort(KEY[1:]).equals(built_with_every_day.sort(KEY[1:]))
+
+
+@pytest.mark.slow
+def test_1h_windows_of_30_reach_two_days_back_and_their_candles_load(sim_15m):
+    """The day's first 1h windows of 30 candles start on day D-2; the image loader
+    (ml.window_data) reads that far back, so every window comes with its candles."""
+    day = sim_15m.days[40]
+    windows = sim_15m.lake.read_partition(
+        "windows", "windows", {**kline_keys("1h"), "date": day}
+    ).filter((pl.col("dataset") == "regular") & (pl.col("window_size") == 30))
+    assert windows.height == 24
+    assert windows["start_time"].min() == to_utc(day) - dt.timedelta(hours=30)
+    part = WindowPartition(SYMBOL, "1h", day, "regular", 30)
+    batch, loaded = load_windows(sim_15m.lake, connect(), part)
+    assert loaded["decision_time"].to_list() == sorted(windows["decision_time"].to_list())
+    assert batch.close.shape == (24, 30) and not np.isnan(batch.close).any()
+
+
+def copy_curated(source: Lake, target: Lake, interval: str, day: dt.date) -> None:
+    keys = {**kline_keys(interval), "date": day}
+    shutil.copytree(
+        source.partition_dir("curated", "klines", keys),
+        target.partition_dir("curated", "klines", keys),
+    )

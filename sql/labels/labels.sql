@@ -3,10 +3,15 @@
 -- candle it reads closes (known_at). Labels need an unbroken run of candles: a horizon is usable
 -- only if the candle h rows later opens exactly h bars later (consecutive open_times differ by one
 -- bar; incomplete curated bars count as missing). Labels whose future is not in $kline_files, or
--- whose span crosses a gap, are absent, never guessed.
+-- whose span crosses a gap, are absent, never guessed. tb_h needs a volatility, which
+-- labels.ewm_volatility gives only after its warm-up (labels.volatility_warmup: 848 one-bar
+-- returns at span 60): no tb label exists until that much history is in $kline_files.
+-- Partition exactness: with labels.history_bars() candles before $start (the warm-up, the longest
+-- window) and labels.lookahead_bars() after $end (the longest horizon) in $kline_files, every row
+-- equals the same row computed over the whole series (datasets.label_kline_files picks the days).
 -- params:
---   $kline_files     curated/klines Parquet files: the days kept, the next day(s) for forward
---                    horizons and the previous day(s) for backward (leaky) windows
+--   $kline_files     curated/klines Parquet files: the days kept, the days after them for forward
+--                    horizons and the days before for the volatility warm-up and leaky windows
 --   $bar_us          bar length in microseconds (60000000 for 1m)
 --   $start, $end     decision rows kept: $start <= decision_time < $end
 --   $next_up_h       horizons of next_up_h and fwd_logret_h (bars), e.g. [1, 5, 15]

@@ -24,9 +24,10 @@ from dagster_project.ingest.landing import (
     LandedPartition,
     check_symbol,
     land_daily,
+    land_days,
     land_klines,
 )
-from dagster_project.klines import TimeRange, interval_length, to_utc
+from dagster_project.klines import TimeRange, interval_length
 from dagster_project.lake import Lake, connect
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME, day_symbol_key
 from dagster_project.schemas import RAW_TABLES
@@ -74,12 +75,10 @@ def ingest_range(
     interval_length(interval)
     symbols = [check_symbol(s) for s in symbols]
     days = whole_days(time_range)
-    day_range = TimeRange.checked(to_utc(days[0]), to_utc(days[-1]) + dt.timedelta(days=1))
     summary = BackfillSummary()
     for symbol in symbols:
         progress(f"fetching {symbol} {interval} {days[0]}..{days[-1]} from {source.name}")
-        frame = source.fetch_klines(symbol, interval, day_range)
-        landed = land_klines(lake, symbol, interval, frame, days=days)
+        landed = land_days(lake, source, symbol, interval, days)
         curate_and_report(lake, symbol, landed, summary, instance, progress, track)
     return summary
 

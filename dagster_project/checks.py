@@ -5,6 +5,7 @@ Assets turn each ``CheckOutcome`` into a Dagster ``AssetCheckResult``; tests cal
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
@@ -21,6 +22,9 @@ class CheckOutcome:
     metadata: dict[str, object] = field(default_factory=dict)
     warn_only: bool = False
 
+
+# Failed parts whose metadata a merged outcome keeps (a month-long run checks 120 kline parts).
+MERGED_METADATA_PARTS = 10
 
 KLINE_CHECKS = (
     "unique_open_time",
@@ -139,19 +143,35 @@ def first_values(
 
 
 def merge_outcomes(name: str, outcomes: list[tuple[str, CheckOutcome]]) -> CheckOutcome:
-    """One outcome for a check run on several parts (intervals) of one partition."""
-    failed = [label for label, outcome in outcomes if not outcome.passed]
-    metadata = {
-        f"{label}.{k}": v for label, outcome in outcomes for k, v in outcome.metadata.items()
-    }
+    """One outcome for a check run on several parts (intervals, days) of what a run materialized:
+    failed if any part failed, with the metadata of the first MERGED_METADATA_PARTS failed parts
+    (prefixed by their label) and the number of parts checked. One part: its outcome as is."""
+    if len(outcomes) == 1:
+        return dataclasses.replace(outcomes[0][1], name=name)
+    failed = [(label, outcome) for label, outcome in outcomes if not outcome.passed]
+    metadata: dict[str, object] = {"parts_checked": len(outcomes), "parts_failed": len(failed)}
+    for label, outcome in failed[:MERGED_METADATA_PARTS]:
+        metadata |= {f"{label}.{k}": v for k, v in outcome.metadata.items()}
     first = outcomes[0][1]
+    labels = ", ".join(label for label, _ in failed[:MERGED_METADATA_PARTS])
+    more = len(failed) - MERGED_METADATA_PARTS
     return CheckOutcome(
         name,
         not failed,
-        first.description + (f" (failed for {', '.join(failed)})" if failed else ""),
+        first.description
+        + (f" (failed for {labels}{f' and {more} more' if more > 0 else ''})" if failed else ""),
         metadata,
         first.warn_only,
     )
+
+
+def merge_by_name(parts: list[tuple[str, list[CheckOutcome]]]) -> list[CheckOutcome]:
+    """``merge_outcomes`` per check name over parts that each ran the same list of checks."""
+    names = [outcome.name for outcome in parts[0][1]]
+    return [
+        merge_outcomes(name, [(label, outcomes[i]) for label, outcomes in parts])
+        for i, name in enumerate(names)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

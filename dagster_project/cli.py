@@ -120,39 +120,41 @@ def shown(path: Path) -> Path:
     return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
-@main.command()
-@click.option(
-    "--source",
-    type=click.Choice(["simulator", "binance", "vision", "freqtrade"]),
-    default="simulator",
-    show_default=True,
-)
-@click.option("--symbols", required=True, help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.")
-@click.option("--interval", default="1m", show_default=True)
-@click.option("--start", required=True, help="UTC start (ISO date or time); widened to 00:00.")
-@click.option("--end", required=True, help="UTC end, exclusive; widened to the next 00:00.")
-@click.option("--base-url", default=None, help="REST or Vision base URL (e.g. a local server).")
-@click.option(
-    "--market", type=click.Choice(["spot", "futures_um"]), default="spot", show_default=True
-)
-@click.option("--freqtrade-dir", default="", help="freqtrade data folder (source freqtrade).")
-@click.option(
-    "--seed",
-    type=int,
-    default=SourceSettings.simulator_seed,
-    show_default=True,
-    help="Simulator seed.",
-)
-@click.pass_obj
-def ingest(
-    lake, source, symbols, interval, start, end, base_url, market, freqtrade_dir, seed
-) -> None:
-    """Land and curate klines for whole UTC days from a source."""
-    from dagster_project.backfill import ingest_range
-    from dagster_project.ingest.sources import make_source
+MARKETS = ["spot", "futures_um"]
 
+
+def source_options(command):
+    """The options naming a market-data source, shared by ``ingest`` and ``build``."""
+    options = [
+        click.option(
+            "--source",
+            type=click.Choice(["simulator", "binance", "vision", "freqtrade"]),
+            default="simulator",
+            show_default=True,
+        ),
+        click.option("--symbols", required=True, help="Comma-separated symbols, e.g. BTCUSDT."),
+        click.option("--interval", default="1m", show_default=True, help="Interval landed."),
+        click.option("--start", required=True, help="UTC start (ISO date/time) from 00:00."),
+        click.option("--end", required=True, help="UTC end, exclusive; widened to the next 00:00."),
+        click.option("--base-url", default=None, help="REST or Vision base URL (a local server)."),
+        click.option("--market", type=click.Choice(MARKETS), default="spot", show_default=True),
+        click.option("--freqtrade-dir", default="", help="freqtrade data folder."),
+        click.option(
+            "--seed",
+            type=int,
+            default=SourceSettings.simulator_seed,
+            show_default=True,
+            help="Simulator seed.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def source_settings(source: str, base_url: str | None, market: str, freqtrade_dir: str, seed: int):
     urls = {"rest_base_url": base_url, "vision_base_url": base_url} if base_url else {}
-    settings = SourceSettings(
+    return SourceSettings(
         kind=source,
         rest_market=market,
         vision_market=market,
@@ -160,18 +162,115 @@ def ingest(
         simulator_seed=seed,
         **urls,
     )
-    time_range = TimeRange.checked(start, end)
+
+
+@main.command()
+@source_options
+@click.pass_obj
+def ingest(
+    lake, source, symbols, interval, start, end, base_url, market, freqtrade_dir, seed
+) -> None:
+    """Land and curate klines for whole UTC days from a source (the fast path: no features)."""
+    from dagster_project.backfill import ingest_range
+    from dagster_project.ingest.sources import make_source
+
+    settings = source_settings(source, base_url, market, freqtrade_dir, seed)
     summary = ingest_range(
         lake,
         make_source(settings, lake.root),
         split_symbols(symbols),
         interval,
-        time_range,
+        TimeRange.checked(start, end),
         instance=cli_instance(),
         progress=click.echo,
         track=progress_bar,
     )
     finish(lake, summary)
+
+
+BUILD_JOBS = {
+    "curated": "klines_job",
+    "windows": "windows_job",
+    "images": "images_job",
+    "market": "market_job",
+}
+
+
+@main.command()
+@source_options
+@click.option(
+    "--through",
+    type=click.Choice(list(BUILD_JOBS)),
+    default="windows",
+    show_default=True,
+    help="How far down the graph: curated klines; + indicators, labels, windows; + cached images; "
+    "market: everything, with trades, books and microstructure where the source has them.",
+)
+@click.pass_obj
+def build(
+    lake, source, symbols, interval, start, end, base_url, market, freqtrade_dir, seed, through
+) -> None:
+    """Materialize the asset graph for whole UTC days through Dagster: one run per symbol.
+
+    Runs are recorded in the project's Dagster instance (the UI shows them, their checks and the
+    partitions), exactly as a backfill of the same job launched from the UI's Partitions tab.
+    """
+    from tqdm import tqdm
+
+    from dagster_project import build as builder
+    from dagster_project.backfill import whole_days
+    from dagster_project.ingest.landing import check_symbol
+
+    settings = source_settings(source, base_url, market, freqtrade_dir, seed)
+    runs = builder.range_runs(
+        [check_symbol(s) for s in split_symbols(symbols)], whole_days(TimeRange.checked(start, end))
+    )
+    if not runs:
+        raise InvalidRequestError(f"no symbols in --symbols {symbols!r}; expected e.g. BTCUSDT")
+    os.environ["CANDLELAKE_LAKE"] = str(lake.root)
+    instance = cli_instance() or ephemeral_instance()
+    from dagster_project.definitions import defs
+
+    job = defs.resolve_job_def(BUILD_JOBS[through])
+    run_config = builder.QUIET_RUN_CONFIG | {
+        "resources": {"market_source": {"config": market_source_config(settings, interval)}}
+    }
+    report = builder.BuildReport()
+    started = time.monotonic()
+    steps = len(job.graph.node_defs)
+    with tqdm(total=len(runs) * steps, unit="step", desc=job.name) as bar:
+        for n, run in enumerate(runs):
+            bar.set_postfix_str(str(run))
+
+            def on_step(done: int, _steps: int, bar=bar, before=n * steps) -> None:
+                bar.update(before + done - bar.n)
+
+            report.record(builder.run_range(job, instance, run, run_config, on_step), str(run))
+    rebuild_catalog(lake)
+    click.echo(
+        f"{report.runs} {job.name} runs ({sum(r.days for r in runs)} symbol-days) in "
+        f"{time.monotonic() - started:.1f} s; {len(report.failed_checks)} failed checks, "
+        f"{len(report.warned_checks)} warnings"
+    )
+    for name in report.failed_checks:
+        click.echo(f"  FAILED check {name}")
+
+
+def market_source_config(settings: SourceSettings, interval: str) -> dict[str, object]:
+    """The market_source resource's config for these source settings."""
+    fields = ("kind", "rest_base_url", "rest_market", "vision_base_url", "vision_market")
+    config = {name: getattr(settings, name) for name in fields}
+    return config | {
+        "interval": interval,
+        "freqtrade_dir": settings.freqtrade_dir,
+        "simulator_seed": settings.simulator_seed,
+    }
+
+
+def ephemeral_instance():
+    import dagster as dg
+
+    return dg.DagsterInstance.ephemeral()
 
 
 @main.command("import-freqtrade")
@@ -435,6 +534,67 @@ def finish(lake, summary) -> None:
     for key, missing in sorted(summary.missing_bars.items()):
         if missing:
             click.echo(f"  {key}: {missing} missing bars (see the kline_gaps view)")
+
+
+@main.group("split-spec")
+def split_spec() -> None:
+    """Named split calendars (windows/split_specs): cut times shared by every series.
+
+    A spec never changes once stored: new cuts need a new name.
+    """
+
+
+@split_spec.command("add")
+@click.argument("name")
+@click.option("--validation-start", required=True, help="UTC start of validation (ISO).")
+@click.option("--test-start", required=True, help="UTC start of test (ISO).")
+@click.option("--train-start", default=None, help="UTC start of train (default: open).")
+@click.option("--test-end", default=None, help="UTC end of test, exclusive (default: open).")
+@click.option(
+    "--embargo-bars",
+    type=int,
+    default=None,
+    help="Bars of each series' interval left out before each cut "
+    "(default: the longest label horizon and window size).",
+)
+@click.pass_obj
+def split_spec_add(
+    lake, name, validation_start, test_start, train_start, test_end, embargo_bars
+) -> None:
+    """Store split spec NAME; refused if NAME exists with other cuts. Times without a zone are
+    UTC; a date means its 00:00."""
+    from dagster_project.klines import to_utc
+    from dagster_project.splits import SplitSpec, store_spec
+
+    times = {
+        "validation_start": validation_start,
+        "test_start": test_start,
+        "train_start": train_start,
+        "test_end": test_end,
+    }
+    given = {key: to_utc(value) for key, value in times.items() if value is not None}
+    if embargo_bars is not None:
+        given["embargo_bars"] = embargo_bars
+    spec = store_spec(lake, SplitSpec(name, **given))
+    stored_at = f"{spec.created_at:%Y-%m-%d %H:%M} UTC"
+    click.echo(f"split spec {spec.name}: {spec.describe()} (stored {stored_at})")
+
+
+@split_spec.command("list")
+@click.pass_obj
+def split_spec_list(lake) -> None:
+    """Every split spec: built in, and stored in the lake (when first used or added)."""
+    from dagster_project.splits import BUILTIN_SPECS, stored_specs
+
+    stored = stored_specs(lake)
+    for name in sorted(set(BUILTIN_SPECS) | set(stored)):
+        spec = stored.get(name, BUILTIN_SPECS.get(name))
+        origin = ["built in"] if name in BUILTIN_SPECS else []
+        if name in stored:
+            origin.append(f"stored {spec.created_at:%Y-%m-%d %H:%M} UTC")
+        if name in stored and name in BUILTIN_SPECS and stored[name] != BUILTIN_SPECS[name]:
+            origin.append(f"CONFLICT: built in as {BUILTIN_SPECS[name].describe()}")
+        click.echo(f"{name}: {spec.describe()} [{'; '.join(origin)}]")
 
 
 if __name__ == "__main__":

@@ -1,28 +1,47 @@
-"""Labels and windows of one symbol-day, at every curated interval that day has.
+"""Labels and windows of a symbol's days, at every curated interval each day has.
 
-Labels look ahead (their horizons) and windows and volatility look back, so each day reads the
-curated klines of the day before and after as well, where they exist. A label whose future is
-not in the lake yet is absent, not guessed: re-materialize a day once the next one has landed.
+A stretch of consecutive days is computed in one query (``build_dataset_days``, what a backfill's
+range run calls) and written one partition per day; that equals computing each day alone
+(``build_dataset_day``).
+
+Labels look ahead (their horizons) and windows and the triple-barrier volatility look back, so a
+day reads the curated klines of ``label_history_days(interval)`` days before it and
+``label_lookahead_days(interval)`` days after it, where they exist (``label_kline_files``). With
+those, a day computed alone equals the same day of the whole series. A label whose future is not
+in the lake yet is absent, not guessed: re-materialize a day once the days after it have landed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
 import polars as pl
 
+from dagster_project.errors import InvalidRequestError
+from dagster_project.features import landed_stretches, span_files
 from dagster_project.klines import CURATED_INTERVALS, interval_length, to_utc
-from dagster_project.labels import build_labels, build_windows, check_known_at
+from dagster_project.labels import (
+    build_labels,
+    build_windows,
+    check_known_at,
+    history_bars,
+    lookahead_bars,
+    window_history_bars,
+)
 from dagster_project.lake import Lake
-from dagster_project.sql import run_sql
-from ml.splits import time_split
 
 
 @dataclass(frozen=True)
-class DatasetDay:
+class DatasetDays:
+    """What one interval's stretch of consecutive days got."""
+
     interval: str
+    first: dt.date
+    last: dt.date
     labels: int
     windows: int
     windows_excluded: int  # windows crossing a gap in the klines
@@ -31,94 +50,100 @@ class DatasetDay:
 
 def build_dataset_day(
     lake: Lake, con: duckdb.DuckDBPyConnection, symbol: str, day: dt.date
-) -> list[DatasetDay]:
+) -> list[DatasetDays]:
     """Write ``labels/labels`` and ``windows/windows`` for each curated interval of the day."""
-    start = to_utc(day)
-    end = start + dt.timedelta(days=1)
+    return build_dataset_days(lake, con, symbol, [day])
+
+
+def build_dataset_days(
+    lake: Lake, con: duckdb.DuckDBPyConnection, symbol: str, days: Sequence[dt.date]
+) -> list[DatasetDays]:
+    """Write ``labels/labels`` and ``windows/windows`` for each curated interval of each of a
+    symbol's ``days``. Consecutive days are computed in one query each over the stretch and the
+    klines around it, then written day by day: equal to each day alone. Days without curated
+    klines at an interval are skipped."""
     built = []
     for interval in CURATED_INTERVALS:
-        files = neighbour_kline_files(lake, symbol, interval, day)
-        if not files:
-            continue
-        keys = {"symbol": symbol, "interval": interval, "date": day}
-        labels = build_labels(con, files, interval, start, end)
-        windows, excluded = build_windows(con, files, interval, start, end, symbol=symbol)
-        lake.write_partition("labels", "labels", keys, labels)
-        lake.write_partition("windows", "windows", keys, windows)
-        built.append(
-            DatasetDay(interval, labels.height, windows.height, excluded, bad_known_at(labels))
-        )
+        for stretch in landed_stretches(lake, symbol, interval, days):
+            files = label_kline_files(lake, symbol, interval, stretch[0], stretch[-1])
+            start, end = to_utc(stretch[0]), to_utc(stretch[-1]) + dt.timedelta(days=1)
+            labels = build_labels(con, files, interval, start, end)
+            windows, excluded = build_windows(con, files, interval, start, end, symbol=symbol)
+            label_days, window_days = split_by_day(labels, stretch), split_by_day(windows, stretch)
+            for day in stretch:
+                keys = {"symbol": symbol, "interval": interval, "date": day}
+                lake.write_partition("labels", "labels", keys, label_days[day])
+                lake.write_partition("windows", "windows", keys, window_days[day])
+            built.append(
+                DatasetDays(
+                    interval,
+                    stretch[0],
+                    stretch[-1],
+                    labels.height,
+                    windows.height,
+                    excluded,
+                    bad_known_at(labels),
+                )
+            )
     return built
 
 
-# Days of curated klines read on each side of a labels / windows day: the windows' and the
-# volatility's history before it, the label horizons past its midnight after it.
-NEIGHBOUR_DAYS = 1
+def split_by_day(frame: pl.DataFrame, days: Sequence[dt.date]) -> dict[dt.date, pl.DataFrame]:
+    """Rows of each of ``days`` by the UTC day of ``decision_time`` (a day's partition holds
+    the decisions from its 00:00 inclusive to the next 00:00 exclusive); a day without rows:
+    empty."""
+    day_of = frame["decision_time"].dt.date()
+    return {day: frame.filter(day_of == day) for day in days}
 
 
-def neighbour_kline_files(lake: Lake, symbol: str, interval: str, day: dt.date) -> list[str]:
-    """The curated klines files from NEIGHBOUR_DAYS before to NEIGHBOUR_DAYS after ``day`` that
-    exist; none when the day itself has no curated klines at this interval."""
+def label_history_days(interval: str) -> int:
+    """Whole UTC days before a decision day whose klines its labels and windows read: the
+    ``labels.history_bars()`` candles (tb volatility warm-up, longest window); 1m: 1, 5m: 3,
+    15m: 9, 1h: 36."""
+    return _days_holding(history_bars(), interval)
 
-    def file(d: dt.date):
-        return lake.partition_file(
-            "curated", "klines", {"symbol": symbol, "interval": interval, "date": d}
+
+def label_lookahead_days(interval: str) -> int:
+    """Whole UTC days after a decision day whose klines its labels read: the
+    ``labels.lookahead_bars()`` candles of the longest horizon; 1h: 2, the others 1."""
+    return _days_holding(lookahead_bars(), interval)
+
+
+def window_history_days(interval: str) -> int:
+    """Whole UTC days before a decision day that hold the candles of its windows
+    (``labels.window_history_bars()``); 1h: 2, the others 1. Readers of a day's window candles
+    (``ml.window_data``) need these days."""
+    return _days_holding(window_history_bars(), interval)
+
+
+def _days_holding(bars: int, interval: str) -> int:
+    """Whole UTC days that hold ``bars`` consecutive candles of ``interval`` beside a midnight."""
+    return math.ceil(bars * interval_length(interval) / dt.timedelta(days=1))
+
+
+# The most days any curated interval reads on each side (the Dagster partition mapping).
+LABEL_HISTORY_DAYS = max(label_history_days(interval) for interval in CURATED_INTERVALS)
+LABEL_LOOKAHEAD_DAYS = max(label_lookahead_days(interval) for interval in CURATED_INTERVALS)
+WINDOW_HISTORY_DAYS = max(window_history_days(interval) for interval in CURATED_INTERVALS)
+
+
+def label_kline_files(
+    lake: Lake, symbol: str, interval: str, first_day: dt.date, last_day: dt.date
+) -> list[str]:
+    """The curated klines files that labels and windows of decisions in days ``first_day`` ..
+    ``last_day`` read, oldest first: from ``label_history_days`` before to
+    ``label_lookahead_days`` after, those that exist. None when no day of the range has curated
+    klines at this interval."""
+    if last_day < first_day:
+        raise InvalidRequestError(
+            f"last_day {last_day} is before first_day {first_day}; expected a range of days"
         )
 
-    if not file(day).is_file():
+    if not span_files(lake, symbol, interval, first_day, last_day):
         return []
-    days = (day + dt.timedelta(days=n) for n in range(-NEIGHBOUR_DAYS, NEIGHBOUR_DAYS + 1))
-    return [str(file(d)) for d in days if file(d).is_file()]
+    before, after = label_history_days(interval), label_lookahead_days(interval)
+    return span_files(lake, symbol, interval, first_day, last_day, before, after)
 
 
 def bad_known_at(labels: pl.DataFrame) -> int:
     return check_known_at(labels).height
-
-
-@dataclass(frozen=True)
-class SplitSettings:
-    train: float = 0.6  # share of each series' samples, oldest first
-    validation: float = 0.2
-    test: float = 0.2
-    embargo_bars: int = 30  # bars dropped before each later block (the longest window)
-
-
-SERIES = ("symbol", "interval", "dataset", "window_size")
-
-
-def assign_splits(
-    lake: Lake, con: duckdb.DuckDBPyConnection, settings: SplitSettings = SplitSettings()
-) -> pl.DataFrame:
-    """Every landed sample with its ``split`` (train / validation / test / purged / embargoed),
-    assigned per series (symbol, interval, dataset, window size) in time order with purging on
-    ``known_at`` and an embargo (``ml.splits.time_split``); written to ``windows/splits``."""
-    samples = run_sql(
-        con,
-        "windows/samples",
-        {
-            "window_files": lake.glob("windows", "windows", ("symbol", "interval", "date")),
-            "label_files": lake.glob("labels", "labels", ("symbol", "interval", "date")),
-        },
-    ).pl()
-    parts = []
-    for (_symbol, interval, *_), series in samples.group_by(SERIES, maintain_order=True):
-        embargo = settings.embargo_bars * interval_length(interval)
-        parts.append(
-            time_split(series, settings.train, settings.validation, settings.test, embargo)
-        )
-    splits = pl.concat(parts) if parts else samples.with_columns(split=pl.lit(None, pl.String))
-    for (symbol, interval), rows in splits.group_by(["symbol", "interval"]):
-        lake.write_partition("windows", "splits", {"symbol": symbol, "interval": interval}, rows)
-    return splits
-
-
-def training_rows_reaching_test(splits: pl.DataFrame) -> int:
-    """Training samples whose label is known at or after the first test decision time of their
-    series: must be 0 (purging guarantees it)."""
-    first_test = (
-        splits.filter(pl.col("split") == "test")
-        .group_by(SERIES)
-        .agg(pl.col("decision_time").min().alias("test_start"))
-    )
-    train = splits.filter(pl.col("split") == "train").join(first_test, on=SERIES)
-    return train.filter(pl.col("known_at") >= pl.col("test_start")).height

@@ -10,16 +10,21 @@ from dagster_project.jobs import (
     collected_depth_sensor,
     daily_catalog_schedule,
     daily_klines_schedule,
+    images_job,
     klines_job,
     market_job,
+    windows_job,
 )
 from dagster_project.resources import DuckDBResource, LakeResource, MarketSourceResource
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([ingest, curate, features, datasets, images, catalog]),
-    jobs=[klines_job, market_job, catalog_job],
+    jobs=[klines_job, windows_job, images_job, market_job, catalog_job],
     schedules=[daily_klines_schedule, daily_catalog_schedule],
     sensors=[collected_depth_sensor],
+    # A run's steps run in its one process: a step process would re-import the project (seconds
+    # each), and DuckDB already uses every core inside a step.
+    executor=dg.in_process_executor,
     resources={
         "lake": LakeResource(),
         "duckdb": DuckDBResource(),

@@ -39,3 +39,7 @@ class LakeWriteError(CandlelakeError):
 
 class SourceCapabilityError(InvalidRequestError):
     """The configured source cannot provide this kind of data (e.g. trades from freqtrade)."""
+
+
+class RunFailedError(CandlelakeError):
+    """A Dagster run of a build failed; the message names the run, the range and the step error."""

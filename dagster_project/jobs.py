@@ -12,19 +12,40 @@ from dagster_project.lake import PARTITION_FILE, Lake
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME, day_symbol_key
 from dagster_project.resources import LakeResource
 
+KLINES = dg.AssetSelection.assets(["raw", "klines"]) | dg.AssetSelection.groups("curate")
+WINDOWS = (
+    KLINES
+    | dg.AssetSelection.assets(["features", "indicators"])
+    | dg.AssetSelection.assets(["labels", "labels"], ["windows", "windows"])
+)
+
+# Partitioned jobs run a backfill's range of days in one run per symbol (partitions.RANGE_POLICY):
+# from the UI, a job's Partitions tab launches exactly the days picked, all its assets in one run.
 klines_job = dg.define_asset_job(
     "klines_job",
-    selection=dg.AssetSelection.assets(["raw", "klines"]) | dg.AssetSelection.groups("curate"),
-    description="Land raw klines for one day × symbol partition and curate them (any source).",
+    selection=KLINES,
+    description="Land raw klines (any source) and curate them: 1m plus 5m/15m/1h, and the gaps.",
+)
+windows_job = dg.define_asset_job(
+    "windows_job",
+    selection=WINDOWS,
+    description="Klines through the datasets: raw and curated klines, indicators, labels with "
+    "known_at and the sliding windows (`candlelake build --through windows`).",
+)
+images_job = dg.define_asset_job(
+    "images_job",
+    selection=WINDOWS | dg.AssetSelection.groups("images"),
+    description="windows_job plus the cached candlestick images of every dataset "
+    "(`candlelake build --through images`).",
 )
 market_job = dg.define_asset_job(
     "market_job",
     selection=dg.AssetSelection.groups("ingest", "curate", "features", "datasets", "images")
     - dg.AssetSelection.assets(["windows", "splits"])
     - dg.AssetSelection.assets(["raw", "depth_updates"]),
-    description="Everything of one day × symbol partition: klines, trades, order-book snapshots, "
-    "curation, features, labels, windows and their cached images (sources with book history: "
-    "the simulator).",
+    description="Everything of a day × symbol range: klines, trades and order-book snapshots "
+    "(where the source has them: the simulator, REST/Vision trades, recordings), curation, "
+    "microstructure, indicators, labels, windows and their cached images.",
 )
 catalog_job = dg.define_asset_job(
     "catalog_job",
@@ -40,7 +61,9 @@ def daily_klines_schedule(context: dg.ScheduleEvaluationContext):
     yesterday = (context.scheduled_execution_time - dt.timedelta(days=1)).date()
     symbols = context.instance.get_dynamic_partitions(SYMBOLS_PARTITION_NAME)
     if not symbols:
-        return dg.SkipReason("no symbols registered; add some with `candlelake symbols add`")
+        return dg.SkipReason(
+            "no symbols registered; land some with `candlelake ingest` or `candlelake build`"
+        )
     return [
         dg.RunRequest(run_key=str(key), partition_key=str(key))
         for key in (day_symbol_key(yesterday, symbol) for symbol in symbols)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
+from collections.abc import Callable, Sequence
 
 import dagster as dg
 
@@ -18,6 +19,20 @@ SYMBOLS_PARTITION_NAME = "symbols"
 days = dg.DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC")
 symbols = dg.DynamicPartitionsDefinition(name=SYMBOLS_PARTITION_NAME)
 day_symbol = dg.MultiPartitionsDefinition({"date": days, "symbol": symbols})
+
+
+# Every partitioned asset materializes a range of days in one run (per symbol: a backfill of a
+# year of one symbol is one run, of six symbols six runs), its SQL working over the whole range.
+# One run per symbol also orders the days: a day's warm-up history is written before it is read.
+RANGE_POLICY = dg.BackfillPolicy.single_run()
+
+
+def range_asset(decorator: Callable[..., Callable], **kwargs) -> Callable:
+    """``decorator(**kwargs)`` (``dg.asset`` or ``dg.multi_asset``) partitioned by day × symbol
+    with RANGE_POLICY; Dagster 1.13 marks backfill_policy beta, the pin guards against drift."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return decorator(partitions_def=day_symbol, backfill_policy=RANGE_POLICY, **kwargs)
 
 
 def day_symbol_key(day: dt.date | str, symbol: str) -> dg.MultiPartitionKey:
@@ -31,6 +46,16 @@ def day_and_symbol(partition_key: str | dg.MultiPartitionKey) -> tuple[dt.date, 
         partition_key = day_symbol.get_partition_key_from_str(partition_key)
     keys = partition_key.keys_by_dimension
     return dt.date.fromisoformat(keys["date"]), keys["symbol"]
+
+
+def days_by_symbol(partition_keys: Sequence[str]) -> dict[str, list[dt.date]]:
+    """The UTC days of each symbol in a run's date × symbol partition keys (one key or a range),
+    each list sorted."""
+    days: dict[str, list[dt.date]] = {}
+    for key in partition_keys:
+        day, symbol = day_and_symbol(key)
+        days.setdefault(symbol, []).append(day)
+    return {symbol: sorted(d) for symbol, d in days.items()}
 
 
 def same_symbol_days(before: int, after: int = 0) -> dg.MultiPartitionMapping:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -46,13 +47,18 @@ class DuckDBResource(dg.ConfigurableResource):
 
 
 class MarketSourceResource(dg.ConfigurableResource):
-    """Where raw klines come from: simulator (offline default), binance, vision, freqtrade."""
+    """Where raw klines come from: simulator (offline default), binance, vision, freqtrade.
 
-    kind: str = "simulator"
+    An empty ``kind`` or base URL means ``CANDLELAKE_SOURCE`` / ``CANDLELAKE_REST_URL`` /
+    ``CANDLELAKE_VISION_URL`` when set (read when a run uses the source), so that `dagster dev`
+    started with them backfills real data from the UI without launchpad config.
+    """
+
+    kind: str = ""  # empty: $CANDLELAKE_SOURCE, else "simulator"
     interval: str = "1m"  # the interval landed in raw/klines
-    rest_base_url: str = SourceSettings.rest_base_url
+    rest_base_url: str = ""  # empty: $CANDLELAKE_REST_URL, else Binance spot
     rest_market: str = SourceSettings.rest_market
-    vision_base_url: str = SourceSettings.vision_base_url
+    vision_base_url: str = ""  # empty: $CANDLELAKE_VISION_URL, else data.binance.vision
     vision_market: str = SourceSettings.vision_market
     vision_cache_dir: str = ""
     freqtrade_dir: str = ""
@@ -63,10 +69,14 @@ class MarketSourceResource(dg.ConfigurableResource):
 
     def settings(self) -> SourceSettings:
         return SourceSettings(
-            kind=self.kind,
-            rest_base_url=self.rest_base_url,
+            kind=self.kind or os.environ.get("CANDLELAKE_SOURCE") or "simulator",
+            rest_base_url=self.rest_base_url
+            or os.environ.get("CANDLELAKE_REST_URL")
+            or SourceSettings.rest_base_url,
             rest_market=self.rest_market,
-            vision_base_url=self.vision_base_url,
+            vision_base_url=self.vision_base_url
+            or os.environ.get("CANDLELAKE_VISION_URL")
+            or SourceSettings.vision_base_url,
             vision_market=self.vision_market,
             vision_cache_dir=self.vision_cache_dir,
             freqtrade_dir=self.freqtrade_dir,

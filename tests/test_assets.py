@@ -177,27 +177,38 @@ def test_simulator_partition_lands_trades_books_and_microstructure(tmp_path, ins
     assert features["trade_count"].sum() == trades.height
 
 
-def test_trades_from_a_klines_only_source_fail_with_a_specific_message(tmp_path, instance):
+def materialized_keys(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def logged_messages(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> str:
+    return " | ".join(entry.user_message for entry in instance.all_logs(result.run_id))
+
+
+def test_trades_from_a_klines_only_source_are_absent_not_failed(tmp_path, instance):
+    """A real source without trades (freqtrade) leaves raw/agg_trades and microstructure
+    unmaterialized, says why, and the run succeeds: nothing is simulated in their place."""
+    from dagster_project.assets.features import microstructure
     from dagster_project.assets.ingest import raw_agg_trades
 
     folder = tmp_path / "freqtrade"
     folder.mkdir()
     result = dg.materialize(
-        [raw_agg_trades],
+        [raw_agg_trades, microstructure],
         partition_key=KEY,
         instance=instance,
         resources=resources(
             tmp_path / "lake", MarketSourceResource(kind="freqtrade", freqtrade_dir=str(folder))
         ),
-        raise_on_error=False,
     )
-    assert not result.success
-    assert "SourceCapabilityError" in failure_message(result)
-    assert "klines only" in failure_message(result)
+    assert result.success and materialized_keys(result) == set()
+    assert not result.get_asset_check_evaluations()
+    logged = logged_messages(instance, result)
+    assert "source 'freqtrade' has no trades: raw/agg_trades is absent" in logged
     assert not (tmp_path / "lake" / "raw").exists()
 
 
-def test_depth_history_from_binance_rest_is_refused_with_the_reason(tmp_path, instance):
+def test_depth_history_from_binance_rest_is_absent_with_the_reason(tmp_path, instance):
     from dagster_project.assets.ingest import raw_depth_snapshots
 
     result = dg.materialize(
@@ -205,10 +216,10 @@ def test_depth_history_from_binance_rest_is_refused_with_the_reason(tmp_path, in
         partition_key=KEY,
         instance=instance,
         resources=resources(tmp_path, MarketSourceResource(kind="binance")),
-        raise_on_error=False,
     )
-    assert not result.success
-    assert "publishes no spot depth history" in failure_message(result)
+    assert result.success and materialized_keys(result) == set()
+    assert "no order-book history and no recordings" in logged_messages(instance, result)
+    assert not (tmp_path / "raw").exists()
 
 
 def test_books_and_updates_replayed_from_a_real_recording(tmp_path, shared_binance):
@@ -279,17 +290,44 @@ def test_labels_and_windows_for_consecutive_simulator_days(tmp_path, instance):
         "irregular_95",
     }
 
-    from dagster_project.assets.datasets import splits
 
-    result = dg.materialize([splits], instance=instance, resources=resources(tmp_path))
-    assert all(e.passed for e in result.get_asset_check_evaluations())
-    assigned = pl.read_parquet(
-        lake.partition_files("windows", "splits", {"symbol": "BTCUSDT", "interval": "1m"})
+def test_splits_asset_assigns_each_configured_spec_on_one_calendar(tmp_path, instance):
+    from dagster_project.assets.datasets import splits
+    from dagster_project.splits import SplitSpec, store_spec
+    from ml.splits import SPLIT_LABELS
+    from tests.helpers import simulated_dataset_lake
+
+    lake = simulated_dataset_lake(tmp_path, "BTCUSDT")  # 03-01 and 03-02
+    # a user's spec inside the two landed days, beside the built-in default (03-02 / 03-03)
+    noon = dt.datetime(2024, 3, 1, 12, tzinfo=dt.UTC)
+    store_spec(lake, SplitSpec("two_days", noon, noon + dt.timedelta(hours=18)))
+    result = dg.materialize(
+        [splits],
+        instance=instance,
+        resources=resources(tmp_path),
+        run_config={"ops": {"windows__splits": {"config": {"specs": ["default", "two_days"]}}}},
     )
+    checks = result.get_asset_check_evaluations()
+    assert [c.check_name for c in checks] == ["no_training_label_reaches_test"]
+    assert checks[0].passed and checks[0].metadata["leaking_rows"].value == 0
+    (event,) = result.get_asset_materialization_events()
+    metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert metadata["two_days_spec"] == {
+        "train_start": None,
+        "validation_start": "2024-03-01T12:00:00+00:00",
+        "test_start": "2024-03-02T06:00:00+00:00",
+        "test_end": None,
+        "embargo_bars": 30,
+    }
+    assert metadata["default_test"] == 0 and metadata["default_validation"] > 0
+    written = pl.read_parquet(lake.root / "windows" / "splits" / "spec=two_days" / "**/*.parquet")
+    assert written.height == sum(metadata[f"two_days_{s}"] for s in SPLIT_LABELS)
+    keys = {"spec": "two_days", "symbol": "BTCUSDT", "interval": "1m"}
+    assigned = pl.read_parquet(lake.partition_files("windows", "splits", keys))
     regular = assigned.filter((pl.col("dataset") == "regular") & (pl.col("window_size") == 15))
     train, test = (regular.filter(pl.col("split") == s) for s in ("train", "test"))
     assert train.height > 0 and test.height > 0
-    assert train["known_at"].max() < test["decision_time"].min()
+    assert train["known_at"].max() < noon <= test["decision_time"].min() - dt.timedelta(hours=18)
 
 
 def test_indicators_asset_writes_every_interval_with_its_availability(tmp_path, instance):

@@ -41,7 +41,9 @@ mutation($params: LaunchBackfillParams!) {
 """
 BACKFILL_STATUS = """
 query($id: String!) {
-  partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } }
+  partitionBackfillOrError(backfillId: $id) {
+    ... on PartitionBackfill { status runs(limit: 100) { tags { key value } } }
+  }
 }
 """
 
@@ -151,8 +153,13 @@ def test_ui_shows_assets_checks_and_main_job_runs(dagster_dev):
         ("catalog_job", "SUCCESS"),
         ("market_job", "SUCCESS"),
     ]
-    tags = [t["value"] for r in runs for t in r["tags"] if t["key"] == "dagster/partition"]
-    assert tags == ["2024-03-01|BTCUSDT"]
+    ranges = [
+        (t["key"].rsplit("_", 1)[-1], t["value"])
+        for r in runs
+        for t in r["tags"]
+        if t["key"].startswith("dagster/asset_partition_range_")
+    ]
+    assert sorted(ranges) == [("end", "2024-03-01|BTCUSDT"), ("start", "2024-03-01|BTCUSDT")]
 
 
 def test_backfill_launched_like_the_ui_is_run_by_the_daemon(dagster_dev, project):
@@ -168,13 +175,19 @@ def test_backfill_launched_like_the_ui_is_run_by_the_daemon(dagster_dev, project
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
 
     def finished():
-        status = dagster_dev.graphql(BACKFILL_STATUS, {"id": launched["backfillId"]})
-        status = status["partitionBackfillOrError"]["status"]
-        return (
-            status if status.startswith("COMPLETED") or status in ("FAILED", "CANCELED") else None
-        )
+        backfill = dagster_dev.graphql(BACKFILL_STATUS, {"id": launched["backfillId"]})
+        backfill = backfill["partitionBackfillOrError"]
+        status = backfill["status"]
+        done = status.startswith("COMPLETED") or status in ("FAILED", "CANCELED")
+        return backfill if done else None
 
-    assert wait_for(finished, 240, "the backfill finishing") == "COMPLETED_SUCCESS"
+    backfill = wait_for(finished, 240, "the backfill finishing")
+    assert backfill["status"] == "COMPLETED_SUCCESS"
+    # both days in one run: the assets' single-run backfill policy
+    (run,) = backfill["runs"]
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert tags["dagster/asset_partition_range_start"] == "2024-03-02|BTCUSDT"
+    assert tags["dagster/asset_partition_range_end"] == "2024-03-03|BTCUSDT"
     lake = Lake(project[0] / "lake")
     days = sorted(k["date"] for k in lake.partitions("curated", "klines") if k["interval"] == "1h")
     assert days == ["2024-03-01", "2024-03-02", "2024-03-03"]

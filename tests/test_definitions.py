@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import dagster as dg
 from dagster._core.definitions.partitions.context import partition_loading_context
 
+from dagster_project.datasets import LABEL_HISTORY_DAYS, LABEL_LOOKAHEAD_DAYS
 from dagster_project.definitions import defs
 from dagster_project.features import INDICATOR_HISTORY_DAYS
 from dagster_project.jobs import daily_klines_schedule
@@ -106,15 +108,29 @@ def upstream_days(asset: list[str], upstream: list[str], day: str) -> list[str]:
     )
 
 
+def days_around(day: str, before: int, after: int) -> list[str]:
+    first = dt.date.fromisoformat(day) - dt.timedelta(days=before)
+    return [str(first + dt.timedelta(days=n)) for n in range(before + after + 1)]
+
+
 def test_partition_mappings_declare_the_neighbouring_days_read():
-    """Labels read the next day (horizons past midnight) and indicators their warm-up days; the
-    asset graph declares exactly the days the code reads."""
+    """Labels read the days after (horizons past midnight) and before (tb volatility warm-up,
+    windows), indicators their warm-up days; the asset graph declares exactly the days the code
+    reads."""
     curated = ["curated", "klines"]
-    around = ["2024-03-09", "2024-03-10", "2024-03-11"]
-    assert upstream_days(["labels", "labels"], curated, "2024-03-10") == around
-    assert upstream_days(["windows", "windows"], curated, "2024-03-10") == around
-    # images draw the windows' candles: the day and the day before
-    assert upstream_days(["images", "regular"], curated, "2024-03-10") == around[:2]
+    # the 1h tb volatility warm-up needs 850 candles: 36 days; the 1h 30-bar horizons of the
+    # day's last decisions reach 2 days ahead
+    assert (LABEL_HISTORY_DAYS, LABEL_LOOKAHEAD_DAYS) == (36, 2)
+    label_days = days_around("2024-03-10", 36, 2)
+    assert upstream_days(["labels", "labels"], curated, "2024-03-10") == label_days
+    assert upstream_days(["windows", "windows"], curated, "2024-03-10") == label_days
+    assert upstream_days(["labels", "labels"], curated, "2017-07-14") == days_around(
+        "2017-07-14", 0, 2
+    )
+    # images draw the windows' candles: the day and the days before (1h w=30: 2)
+    assert upstream_days(["images", "regular"], curated, "2024-03-10") == days_around(
+        "2024-03-10", 2, 0
+    )
     # the 1h EMA 200 needs 2,963 bars of history: 124 days
     history = [str(dt.date(2024, 3, 10) - dt.timedelta(days=n)) for n in range(124, -1, -1)]
     assert INDICATOR_HISTORY_DAYS == 124
@@ -127,6 +143,8 @@ def test_partition_mappings_declare_the_neighbouring_days_read():
 def test_jobs_and_schedules():
     assert {j.name for j in defs.resolve_all_job_defs()} >= {
         "klines_job",
+        "windows_job",
+        "images_job",
         "market_job",
         "catalog_job",
     }
@@ -153,7 +171,12 @@ def test_daily_schedule_skips_without_symbols():
         context = dg.build_schedule_context(
             instance=instance, scheduled_execution_time=dt.datetime(2024, 5, 2, tzinfo=dt.UTC)
         )
-        assert isinstance(daily_klines_schedule(context), dg.SkipReason)
+        skipped = daily_klines_schedule(context)
+    assert isinstance(skipped, dg.SkipReason)
+    from dagster_project.cli import main
+
+    commands = re.findall(r"`candlelake ([a-z-]+)", skipped.skip_message)
+    assert commands and set(commands) <= set(main.commands)
 
 
 def test_collected_depth_sensor_reports_new_appended_parts_once(tmp_path):

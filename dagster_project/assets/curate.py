@@ -1,21 +1,25 @@
 """Curate layer: deduplicated and resampled klines (SQL) and the gaps table, per symbol-day."""
 
+import datetime as dt
+
 import dagster as dg
 import polars as pl
 
 from dagster_project.assets.common import check_result, check_specs
 from dagster_project.assets.ingest import RAW_KLINES
-from dagster_project.checks import KLINE_CHECKS, gap_report, kline_checks, merge_outcomes
+from dagster_project.checks import KLINE_CHECKS, gap_report, kline_checks, merge_by_name
 from dagster_project.curate import CuratedInterval, curate_day
+from dagster_project.klines import interval_length
 from dagster_project.lake import Lake
-from dagster_project.partitions import day_and_symbol, day_symbol
+from dagster_project.partitions import days_by_symbol, range_asset
 from dagster_project.resources import DuckDBResource, LakeResource
 
 CURATED_KLINES = dg.AssetKey(["curated", "klines"])
 KLINE_GAPS = dg.AssetKey(["curated", "kline_gaps"])
 
 
-@dg.multi_asset(
+@range_asset(
+    dg.multi_asset,
     specs=[
         dg.AssetSpec(
             CURATED_KLINES,
@@ -33,38 +37,35 @@ KLINE_GAPS = dg.AssetKey(["curated", "kline_gaps"])
         ),
     ],
     group_name="curate",
-    partitions_def=day_symbol,
     check_specs=[
         *check_specs(CURATED_KLINES, KLINE_CHECKS),
         *check_specs(KLINE_GAPS, ("gap_report",)),
     ],
 )
 def curated_klines(context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource):
-    day, symbol = day_and_symbol(context.partition_key)
     the_lake = lake.get()
+    curated: list[tuple[str, dt.date, CuratedInterval]] = []
     with duckdb.connect() as con:
-        curated = curate_day(the_lake, symbol, day, con=con)
-    klines = {c.interval: read(the_lake, "klines", symbol, c.interval, day) for c in curated}
-    gaps = {c.interval: read(the_lake, "kline_gaps", symbol, c.interval, day) for c in curated}
-
-    by_interval = {interval: kline_checks(frame, day) for interval, frame in klines.items()}
+        for symbol, days in days_by_symbol(context.partition_keys).items():
+            for day in days:
+                curated += [(symbol, day, c) for c in curate_day(the_lake, symbol, day, con=con)]
+    kline_parts, gap_parts = [], []
+    for symbol, day, c in curated:
+        label = f"{symbol} {day} {c.interval}"
+        klines = read(the_lake, "klines", symbol, c.interval, day)
+        gaps = read(the_lake, "kline_gaps", symbol, c.interval, day)
+        kline_parts.append((label, kline_checks(klines, day)))
+        gap_parts.append((label, [gap_report(gaps, c.interval)]))
+    intervals = [c for _, _, c in curated]
     yield dg.MaterializeResult(
         asset_key=CURATED_KLINES,
-        metadata=curated_metadata(curated),
-        check_results=[
-            check_result(
-                CURATED_KLINES,
-                merge_outcomes(name, [(i, outcomes[k]) for i, outcomes in by_interval.items()]),
-            )
-            for k, name in enumerate(KLINE_CHECKS)
-        ],
+        metadata=curated_metadata(intervals),
+        check_results=[check_result(CURATED_KLINES, o) for o in merge_by_name(kline_parts)],
     )
-    reports = [(i, gap_report(g, i)) for i, g in gaps.items()]
     yield dg.MaterializeResult(
         asset_key=KLINE_GAPS,
-        metadata={f"{c.interval}_missing_bars": c.missing_bars for c in curated}
-        | {f"{c.interval}_gaps": c.gaps for c in curated},
-        check_results=[check_result(KLINE_GAPS, merge_outcomes("gap_report", reports))],
+        metadata=gap_metadata(intervals),
+        check_results=[check_result(KLINE_GAPS, o) for o in merge_by_name(gap_parts)],
     )
 
 
@@ -75,8 +76,23 @@ def read(lake: Lake, table: str, symbol: str, interval: str, day) -> pl.DataFram
 
 
 def curated_metadata(curated: list[CuratedInterval]) -> dict[str, object]:
-    metadata: dict[str, object] = {"intervals": ", ".join(c.interval for c in curated)}
-    for c in curated:
-        metadata[f"{c.interval}_rows"] = c.rows
-        metadata[f"{c.interval}_incomplete_bars"] = c.incomplete_bars
+    """Rows and incomplete bars per interval, summed over the run's partitions."""
+    metadata: dict[str, object] = {"intervals": ", ".join(sorted_intervals(curated))}
+    for interval in sorted_intervals(curated):
+        of_interval = [c for c in curated if c.interval == interval]
+        metadata[f"{interval}_rows"] = sum(c.rows for c in of_interval)
+        metadata[f"{interval}_incomplete_bars"] = sum(c.incomplete_bars for c in of_interval)
     return metadata
+
+
+def gap_metadata(curated: list[CuratedInterval]) -> dict[str, object]:
+    metadata: dict[str, object] = {}
+    for interval in sorted_intervals(curated):
+        of_interval = [c for c in curated if c.interval == interval]
+        metadata[f"{interval}_missing_bars"] = sum(c.missing_bars for c in of_interval)
+        metadata[f"{interval}_gaps"] = sum(c.gaps for c in of_interval)
+    return metadata
+
+
+def sorted_intervals(curated: list[CuratedInterval]) -> list[str]:
+    return sorted({c.interval for c in curated}, key=interval_length)

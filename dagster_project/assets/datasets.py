@@ -1,28 +1,39 @@
 """Datasets layer: labels with known_at and the sliding windows of the named datasets (SQL)."""
 
 import dagster as dg
+import polars as pl
 
 from dagster_project.assets.common import check_result
 from dagster_project.assets.curate import CURATED_KLINES
 from dagster_project.checks import CheckOutcome
 from dagster_project.datasets import (
-    NEIGHBOUR_DAYS,
-    assign_splits,
-    build_dataset_day,
-    training_rows_reaching_test,
+    LABEL_HISTORY_DAYS,
+    LABEL_LOOKAHEAD_DAYS,
+    DatasetDays,
+    build_dataset_days,
 )
-from dagster_project.partitions import day_and_symbol, day_symbol, same_symbol_days
+from dagster_project.partitions import days_by_symbol, range_asset, same_symbol_days
 from dagster_project.resources import DuckDBResource, LakeResource
+from dagster_project.splits import (
+    DEFAULT_SPEC,
+    SplitSpec,
+    assign_splits,
+    no_training_label_reaches_test,
+    split_counts,
+)
 
 LABELS = dg.AssetKey(["labels", "labels"])
 WINDOWS = dg.AssetKey(["windows", "windows"])
-# labels and windows read the neighbouring days' klines (datasets.neighbour_kline_files)
+# labels and windows read klines days before (warm-up) and after (horizons) the day, up to the
+# most any interval reads (datasets.label_kline_files)
 NEIGHBOUR_KLINES = dg.AssetDep(
-    CURATED_KLINES, partition_mapping=same_symbol_days(NEIGHBOUR_DAYS, NEIGHBOUR_DAYS)
+    CURATED_KLINES,
+    partition_mapping=same_symbol_days(LABEL_HISTORY_DAYS, LABEL_LOOKAHEAD_DAYS),
 )
 
 
-@dg.multi_asset(
+@range_asset(
+    dg.multi_asset,
     specs=[
         dg.AssetSpec(
             LABELS,
@@ -41,19 +52,19 @@ NEIGHBOUR_KLINES = dg.AssetDep(
         ),
     ],
     group_name="datasets",
-    partitions_def=day_symbol,
     check_specs=[dg.AssetCheckSpec("known_at_after_decision_time", asset=LABELS)],
 )
 def labels_and_windows(
     context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
 ):
-    day, symbol = day_and_symbol(context.partition_key)
+    built = []
     with duckdb.connect() as con:
-        built = build_dataset_day(lake.get(), con, symbol, day)
+        for symbol, days in days_by_symbol(context.partition_keys).items():
+            built += build_dataset_days(lake.get(), con, symbol, days)
     bad = sum(b.bad_known_at for b in built)
     yield dg.MaterializeResult(
         asset_key=LABELS,
-        metadata={f"{b.interval}_labels": b.labels for b in built},
+        metadata=per_interval(built, "labels"),
         check_results=[
             check_result(
                 LABELS,
@@ -68,12 +79,28 @@ def labels_and_windows(
     )
     yield dg.MaterializeResult(
         asset_key=WINDOWS,
-        metadata={f"{b.interval}_windows": b.windows for b in built}
-        | {f"{b.interval}_excluded_for_gaps": b.windows_excluded for b in built},
+        metadata=per_interval(built, "windows")
+        | per_interval(built, "windows_excluded", "excluded_for_gaps"),
     )
 
 
+def per_interval(built: list[DatasetDays], field: str, name: str = "") -> dict[str, int]:
+    """``<interval>_<name or field>``: the field summed over the run's stretches of that
+    interval."""
+    totals: dict[str, int] = {}
+    for b in built:
+        key = f"{b.interval}_{name or field}"
+        totals[key] = totals.get(key, 0) + getattr(b, field)
+    return totals
+
+
 SPLITS = dg.AssetKey(["windows", "splits"])
+
+
+class SplitsConfig(dg.Config):
+    """Which split specs to assign: built in, or stored with `candlelake split-spec add`."""
+
+    specs: list[str] = [DEFAULT_SPEC]
 
 
 @dg.asset(
@@ -82,28 +109,27 @@ SPLITS = dg.AssetKey(["windows", "splits"])
     group_name="datasets",
     kinds={"parquet", "duckdb"},
     check_specs=[dg.AssetCheckSpec("no_training_label_reaches_test", asset=SPLITS)],
-    description="Every sample (window + label) with its split: time-ordered train / validation "
-    "/ test blocks per symbol, interval, dataset and window size, training rows whose "
-    "[decision_time, known_at] overlaps a later block purged, and an embargo before each later "
-    "block (windows/splits).",
+    description="Every sample (window + label) with its split under each configured split spec "
+    "(default: the built-in 'default'): one calendar of cut times for every symbol, interval, "
+    "dataset and window size; training and validation rows whose label is known at or after the "
+    "next cut purged, rows within the spec's embargo before a cut embargoed "
+    "(windows/splits/spec=/symbol=/interval=). A row's split never changes as days land.",
 )
-def splits(lake: LakeResource, duckdb: DuckDBResource) -> dg.MaterializeResult:
+def splits(
+    config: SplitsConfig, lake: LakeResource, duckdb: DuckDBResource
+) -> dg.MaterializeResult:
     with duckdb.connect() as con:
-        assigned = assign_splits(lake.get(), con)
-    leaks = training_rows_reaching_test(assigned)
-    counts = assigned.group_by("split").len()
+        assigned, specs = assign_splits(lake.get(), con, config.specs)
     return dg.MaterializeResult(
-        metadata={row["split"] or "none": row["len"] for row in counts.iter_rows(named=True)},
-        check_results=[
-            check_result(
-                SPLITS,
-                CheckOutcome(
-                    "no_training_label_reaches_test",
-                    leaks == 0,
-                    "no training sample's label is known at or after its series' first test "
-                    "decision time",
-                    {"leaking_rows": leaks},
-                ),
-            )
-        ],
+        metadata=splits_metadata(assigned, specs),
+        check_results=[check_result(SPLITS, no_training_label_reaches_test(assigned, specs))],
     )
+
+
+def splits_metadata(assigned: pl.DataFrame, specs: dict[str, SplitSpec]) -> dict[str, object]:
+    """Per spec: its cut times and embargo, and the rows of each split."""
+    metadata: dict[str, object] = {}
+    for name, spec in specs.items():
+        metadata[f"{name}_spec"] = dg.MetadataValue.json(spec.as_metadata())
+        metadata |= {f"{name}_{split}": n for split, n in split_counts(assigned, name).items()}
+    return metadata

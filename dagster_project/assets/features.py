@@ -1,6 +1,7 @@
 """Features layer: microstructure features per symbol and minute (SQL)."""
 
 import dagster as dg
+import polars as pl
 
 from dagster_project.assets.curate import CURATED_KLINES
 from dagster_project.assets.ingest import RAW_AGG_TRADES, RAW_DEPTH_SNAPSHOTS
@@ -9,8 +10,9 @@ from dagster_project.features import (
     MicrostructureSettings,
     build_indicators,
     build_microstructure,
+    has_microstructure_inputs,
 )
-from dagster_project.partitions import day_and_symbol, day_symbol, same_symbol_days
+from dagster_project.partitions import days_by_symbol, range_asset, same_symbol_days
 from dagster_project.resources import DuckDBResource, LakeResource
 
 MICROSTRUCTURE = dg.AssetKey(["features", "microstructure"])
@@ -21,30 +23,43 @@ class MicrostructureConfig(dg.Config):
     top_n: int = MicrostructureSettings.top_n  # levels per side summed by imbalance_top_n
 
 
-@dg.asset(
+@range_asset(
+    dg.asset,
     key=MICROSTRUCTURE,
     deps=[CURATED_KLINES, RAW_DEPTH_SNAPSHOTS, RAW_AGG_TRADES],
     group_name="features",
-    partitions_def=day_symbol,
+    output_required=False,
     kinds={"parquet", "duckdb"},
     description="Spread, mid, microprice, top-N imbalance, depth within ±10/±50 bps, trade-flow "
     "imbalance, VWAP and close's deviation from it, per symbol and 1-minute bucket aligned to "
-    "kline open_time, from data inside the minute only (sql/features/microstructure.sql).",
+    "kline open_time, from data inside the minute only (sql/features/microstructure.sql). Not "
+    "materialized for days without landed books and trades (a real source without recordings).",
 )
 def microstructure(
     context: dg.AssetExecutionContext,
     config: MicrostructureConfig,
     lake: LakeResource,
     duckdb: DuckDBResource,
-) -> dg.MaterializeResult:
-    day, symbol = day_and_symbol(context.partition_key)
+):
+    the_lake = lake.get()
+    settings = MicrostructureSettings(top_n=config.top_n)
+    built, absent = [], []
     with duckdb.connect() as con:
-        features = build_microstructure(
-            lake.get(), con, symbol, day, MicrostructureSettings(top_n=config.top_n)
-        )
-    return dg.MaterializeResult(
+        for symbol, days in days_by_symbol(context.partition_keys).items():
+            for day in days:
+                if not has_microstructure_inputs(the_lake, symbol, day):
+                    absent.append(f"{symbol} {day}")
+                    continue
+                built.append(build_microstructure(the_lake, con, symbol, day, settings))
+    if absent:
+        context.log.info(f"no book or trades landed (absent): {', '.join(absent)}")
+    if not built:
+        return
+    features = pl.concat(built)
+    yield dg.MaterializeResult(
         metadata={
             "rows": features.height,
+            "days": len(built),
             "minutes_with_book": int(features["mid"].is_not_null().sum()),
             "minutes_with_trades": int((features["trade_count"] > 0).sum()),
             "median_spread_bps": features["spread_bps"].median(),
@@ -52,11 +67,11 @@ def microstructure(
     )
 
 
-@dg.asset(
+@range_asset(
+    dg.asset,
     key=INDICATORS,
     deps=[dg.AssetDep(CURATED_KLINES, partition_mapping=same_symbol_days(INDICATOR_HISTORY_DAYS))],
     group_name="features",
-    partitions_def=day_symbol,
     kinds={"parquet", "duckdb"},
     description="45 technical indicators per bar at every curated interval (SQL window functions "
     "in sql/features/indicators.sql plus one vectorised recursive smoother), equal to the `ta` "
@@ -66,13 +81,16 @@ def microstructure(
 def indicators(
     context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
 ) -> dg.MaterializeResult:
-    day, symbol = day_and_symbol(context.partition_key)
+    built = []
     with duckdb.connect() as con:
-        built = build_indicators(lake.get(), con, symbol, day)
-    metadata: dict[str, object] = {}
-    for b in built:
-        metadata[f"{b.interval}_rows"] = b.rows
-        metadata[f"{b.interval}_usable_indicators"] = b.usable
-        if b.unusable:
-            metadata[f"{b.interval}_warming_up"] = ", ".join(b.unusable)
+        for symbol, days in days_by_symbol(context.partition_keys).items():
+            built += build_indicators(lake.get(), con, symbol, days)
+    metadata: dict[str, object] = {"days": len({b.day for b in built})}
+    for interval in dict.fromkeys(b.interval for b in built):
+        of_interval = [b for b in built if b.interval == interval]
+        metadata[f"{interval}_rows"] = sum(b.rows for b in of_interval)
+        metadata[f"{interval}_usable_indicators"] = min(b.usable for b in of_interval)
+        warming_up = sorted({name for b in of_interval for name in b.unusable})
+        if warming_up:
+            metadata[f"{interval}_warming_up"] = ", ".join(warming_up)
     return dg.MaterializeResult(metadata=metadata)

@@ -8,6 +8,8 @@ import dagster as dg
 from dagster_project.assets.common import check_result
 from dagster_project.assets.curate import CURATED_KLINES
 from dagster_project.assets.datasets import LABELS, WINDOWS
+from dagster_project.checks import merge_outcomes
+from dagster_project.datasets import WINDOW_HISTORY_DAYS
 from dagster_project.images import (
     CHECK_NAME,
     DEFAULT_INTERVALS,
@@ -19,12 +21,12 @@ from dagster_project.images import (
     style_from_name,
 )
 from dagster_project.labels import WINDOW_SIZES
-from dagster_project.partitions import day_and_symbol, day_symbol, same_symbol_days
+from dagster_project.partitions import days_by_symbol, range_asset, same_symbol_days
 from dagster_project.resources import DuckDBResource, LakeResource
 
 IMAGES = {name: dg.AssetKey(["images", name]) for name in dataset_names()}
-# the windows' candles: the day's curated klines and the day before's (ml.window_data)
-WINDOW_KLINES = dg.AssetDep(CURATED_KLINES, partition_mapping=same_symbol_days(1))
+# the windows' candles: the day's curated klines and the days before (ml.window_data)
+WINDOW_KLINES = dg.AssetDep(CURATED_KLINES, partition_mapping=same_symbol_days(WINDOW_HISTORY_DAYS))
 
 
 class ImageCacheConfig(dg.Config):
@@ -62,10 +64,10 @@ def image_spec(dataset: str) -> dg.AssetSpec:
     )
 
 
-@dg.multi_asset(
+@range_asset(
+    dg.multi_asset,
     specs=[image_spec(name) for name in IMAGES],
     group_name="images",
-    partitions_def=day_symbol,
     can_subset=True,
     check_specs=[dg.AssetCheckSpec(CHECK_NAME, asset=key) for key in IMAGES.values()],
 )
@@ -75,23 +77,27 @@ def images(
     lake: LakeResource,
     duckdb: DuckDBResource,
 ):
-    day, symbol = day_and_symbol(context.partition_key)
     settings = config.settings()
     the_lake = lake.get()
+    days = days_by_symbol(context.partition_keys)
     with duckdb.connect() as con:
         for dataset, key in IMAGES.items():
             if key not in context.selected_asset_keys:
                 continue
             started = time.monotonic()
-            shards = cache_dataset_day(the_lake, con, symbol, day, dataset, settings)
+            shards, checked = [], []
+            for symbol, symbol_days in days.items():
+                for day in symbol_days:
+                    shards += cache_dataset_day(the_lake, con, symbol, day, dataset, settings)
+                    outcome = check_images_match_windows(the_lake, symbol, day, dataset, settings)
+                    checked.append((f"{symbol} {day}", outcome))
             seconds = time.monotonic() - started
             context.log.info(f"{dataset}: {len(shards)} shards in {seconds:.1f} s")
-            outcome = check_images_match_windows(the_lake, symbol, day, dataset, settings)
             check_key = dg.AssetCheckKey(key, CHECK_NAME)
             yield dg.MaterializeResult(
                 asset_key=key,
                 metadata=shard_metadata(shards, seconds),
-                check_results=[check_result(key, outcome)]
+                check_results=[check_result(key, merge_outcomes(CHECK_NAME, checked))]
                 if check_key in context.selected_asset_check_keys
                 else [],
             )

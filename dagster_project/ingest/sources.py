@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import polars as pl
 
@@ -139,24 +140,30 @@ class FreqtradeSource:
         )
 
 
-def depth_snapshot_source(source: KlineSource) -> SimulatorSource:
-    """The source itself when it can produce depth snapshots for past days (the simulator)."""
-    if isinstance(source, SimulatorSource):
-        return source
-    raise SourceCapabilityError(
-        f"source {source.name!r} has no order-book history: Binance publishes no spot depth "
-        "history, so depth for a past day exists only if it was recorded (`candlelake "
-        "collect-depth`) or replayed from a recording (market_source.depth_recordings)"
-    )
+class BookSource(Protocol):
+    """Anything that gives depth snapshots of a past day (``schemas.DEPTH_SNAPSHOT_SCHEMA``)."""
+
+    name: str
+
+    def fetch_depth_snapshots(
+        self, symbol: str, time_range: TimeRange, cadence_s: float, levels: int
+    ) -> pl.DataFrame: ...
 
 
-def trade_source(source: KlineSource) -> TradeSource:
-    if not hasattr(source, "fetch_agg_trades"):
-        raise SourceCapabilityError(
-            f"source {source.name!r} provides klines only, no trades; use simulator, binance or "
-            "vision for raw/agg_trades"
-        )
-    return source  # type: ignore[return-value]
+def book_source(settings: SourceSettings, source: KlineSource) -> BookSource | None:
+    """Where past books come from: recorded streams when ``settings.depth_recordings`` names a
+    folder, else the source itself when it can produce them (the simulator). None for a real
+    source without recordings: Binance publishes no spot depth history, so such books exist only
+    where they were recorded (``candlelake collect-depth``)."""
+    recordings = recording_source(settings)
+    if recordings is not None:
+        return recordings
+    return source if isinstance(source, SimulatorSource) else None
+
+
+def trades_source(source: KlineSource) -> TradeSource | None:
+    """The source when it serves aggregate trades (simulator, binance, vision); None otherwise."""
+    return source if hasattr(source, "fetch_agg_trades") else None  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -176,6 +183,11 @@ class RecordingSource:
                 f"spot_{symbol.lower()}_YYYYMMDD.gz"
             )
         return files
+
+    def fetch_depth_snapshots(
+        self, symbol: str, time_range: TimeRange, cadence_s: float, levels: int
+    ) -> pl.DataFrame:
+        return self.replay_day(symbol, time_range, cadence_s, levels).snapshots
 
     def replay_day(
         self, symbol: str, time_range: TimeRange, cadence_s: float, levels: int

@@ -8,7 +8,8 @@
 -- params:
 --   $window_files  windows/windows Parquet file(s) of one symbol, interval and day
 --   $kline_files   curated/klines Parquet files of that symbol and interval: the day and the
---                  day before (windows and averages reach back up to 2w - 2 candles)
+--                  datasets.window_history_days(interval) days before it (windows reach back
+--                  w - 1 candles, their averages up to 2w - 2)
 --   $bar_us        bar length in microseconds (60000000 for 1m)
 --   $dataset       dataset name, e.g. 'regular'
 --   $window_size   candles per window, e.g. 30

@@ -135,7 +135,9 @@ touches as (
             where j.high >= s.upper or j.low <= s.lower
         ) as touch_close
     from barrier_spans as s
-    inner join bars as j on j.rn between s.rn + 1 and s.rn + s.horizon
+    -- bars t+1 .. t+h as an equi-join on rn (a band join here is quadratic in the bars)
+    cross join unnest(range(1, s.horizon + 1)) as k(step)
+    inner join bars as j on j.rn = s.rn + k.step
     group by all
 ),
 

@@ -29,7 +29,8 @@ with bars as (
         open,
         high,
         low,
-        close
+        close,
+        lead(open) over (order by open_time) as next_open  -- open_{t+1}: the next complete bar
     from read_parquet($kline_files)
     where is_complete
 ),
@@ -82,12 +83,13 @@ window_up as (
     select
         t.decision_time,
         'window_up_' || w.width as label,
-        (f.close > n.open)::double as value,
+        (f.close > t.next_open)::double as value,
         f.decision_time as known_at,
         false as is_leaky
     from bars as t
     cross join (select unnest($window_up_w) as width) as w
-    inner join bars as n on n.rn = t.rn + 1
+    -- one join on bar numbers: with a second one DuckDB planned a cross product (quadratic);
+    -- next_open is bar t+1's open, consecutive because t+w is exactly w bars later
     inner join bars as f
         on
             f.rn = t.rn + w.width

@@ -67,43 +67,36 @@ windows as (
     cross join datasets as d
 ),
 
-positions as (
-    select
-        w.dataset,
-        w.window_size,
-        w.decision_time,
-        p.position,
-        w.n_dropped,
-        md5(concat_ws(
-            '|', $seed, w.dataset, $symbol, w.window_size,
-            epoch_us(w.decision_time), p.position
-        )) as draw
-    from windows as w
-    cross join lateral (select unnest(range(w.window_size)) as position) as p
-    where w.n_dropped > 0 and w.excluded_reason is null
-),
-
-ranked as (
-    select
-        *,
-        case
-            when position = window_size - 1 then false
-            else row_number() over (
-                partition by dataset, window_size, decision_time, position = window_size - 1
-                order by draw
-            ) <= n_dropped
-        end as dropped
-    from positions
-),
-
-masks as (
+drawn as (
+    -- one seeded draw per position but the last (which is never dropped)
     select
         dataset,
         window_size,
         decision_time,
-        list(dropped order by position) as dropped_mask
-    from ranked
-    group by all
+        n_dropped,
+        list_transform(range(window_size - 1), lambda p: md5(prefix || p::varchar)) as draws
+    from (
+        select
+            *,
+            concat_ws('|', $seed, dataset, $symbol, window_size, epoch_us(decision_time), '')
+                as prefix  -- md5 of '<seed>|<dataset>|<symbol>|<w>|<decision µs>|<position>'
+        from windows
+        where n_dropped > 0 and excluded_reason is null
+    )
+),
+
+masks as (
+    -- the n_dropped positions with the smallest draws are dropped; per window with list
+    -- functions (a window function over every position cost 10x more)
+    select
+        dataset,
+        window_size,
+        decision_time,
+        list_transform(
+            range(window_size),
+            lambda p: p < window_size - 1 and draws[p + 1] <= threshold
+        ) as dropped_mask
+    from (select *, list_sort(draws)[n_dropped] as threshold from drawn)
 )
 
 select

@@ -25,7 +25,7 @@ from dagster._core.storage.tags import (
 
 from dagster_project.backfill import register_symbols
 from dagster_project.errors import RunFailedError
-from dagster_project.partitions import day_symbol_key
+from dagster_project.partitions import consecutive_stretches, day_symbol_key
 
 # Step-by-step DEBUG events go to the instance (and the UI), not to the terminal.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -103,12 +103,7 @@ def step_failure(result: dg.ExecuteInProcessResult) -> str:
 
 def range_runs(symbols: Sequence[str], days: Sequence[dt.date]) -> list[RangeRun]:
     """One run per symbol and stretch of consecutive ``days``, symbols in the order given."""
-    stretches: list[list[dt.date]] = []
-    for day in sorted(set(days)):
-        if stretches and stretches[-1][-1] == day - dt.timedelta(days=1):
-            stretches[-1].append(day)
-        else:
-            stretches.append([day])
+    stretches = consecutive_stretches(days)
     return [RangeRun(symbol, s[0], s[-1]) for symbol in symbols for s in stretches]
 
 

@@ -116,6 +116,14 @@ def window_history_days(interval: str) -> int:
     return _days_holding(window_history_bars(), interval)
 
 
+def candle_history_days(interval: str) -> int:
+    """Whole UTC days before a decision day that hold its windows' candles and each candle's
+    moving average over the window length (drawn on ``ohlc_bar`` images): 2w - 1 candles for
+    the longest window w; 1h: 3, the others 1. A day's images read these days, so that a day
+    alone and a range give the same averages."""
+    return _days_holding(2 * window_history_bars() - 1, interval)
+
+
 def _days_holding(bars: int, interval: str) -> int:
     """Whole UTC days that hold ``bars`` consecutive candles of ``interval`` beside a midnight."""
     return math.ceil(bars * interval_length(interval) / dt.timedelta(days=1))
@@ -125,6 +133,7 @@ def _days_holding(bars: int, interval: str) -> int:
 LABEL_HISTORY_DAYS = max(label_history_days(interval) for interval in CURATED_INTERVALS)
 LABEL_LOOKAHEAD_DAYS = max(label_lookahead_days(interval) for interval in CURATED_INTERVALS)
 WINDOW_HISTORY_DAYS = max(window_history_days(interval) for interval in CURATED_INTERVALS)
+CANDLE_HISTORY_DAYS = max(candle_history_days(interval) for interval in CURATED_INTERVALS)
 
 
 def label_kline_files(

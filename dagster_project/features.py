@@ -14,6 +14,7 @@ from dagster_project.errors import InvalidRequestError
 from dagster_project.indicators import compute_indicators, feature_availability, warmup_days
 from dagster_project.klines import CURATED_INTERVALS, to_utc
 from dagster_project.lake import Lake
+from dagster_project.partitions import consecutive_stretches
 from dagster_project.sql import run_sql
 
 # Earlier days of curated klines an indicators day reads, at its longest-warm-up interval.
@@ -115,15 +116,9 @@ def landed_stretches(
     lake: Lake, symbol: str, interval: str, days: Sequence[dt.date]
 ) -> list[list[dt.date]]:
     """``days`` that have curated klines at ``interval``, cut into runs of consecutive days."""
-    stretches: list[list[dt.date]] = []
-    for day in sorted(days):
-        if not curated_file(lake, symbol, interval, day).is_file():
-            continue
-        if stretches and stretches[-1][-1] == day - dt.timedelta(days=1):
-            stretches[-1].append(day)
-        else:
-            stretches.append([day])
-    return stretches
+    return consecutive_stretches(
+        d for d in days if curated_file(lake, symbol, interval, d).is_file()
+    )
 
 
 def span_files(

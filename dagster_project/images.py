@@ -37,6 +37,7 @@ from dagster_project.errors import InvalidRequestError
 from dagster_project.klines import CURATED_INTERVALS
 from dagster_project.labels import DATASETS, WINDOW_SIZES
 from dagster_project.lake import Lake
+from dagster_project.partitions import consecutive_stretches
 from ml.images import STYLES, CandleStyle, OhlcBarStyle, Style, WindowBatch, render
 from ml.window_data import WindowPartition, attach_labels, load_windows
 
@@ -101,18 +102,48 @@ def cache_dataset_day(
     settings: ImageCacheSettings | None = None,
 ) -> list[CachedShard]:
     """Render and write every shard of one dataset for a symbol-day: each configured interval
-    that has windows that day, each window size and style. One partition's windows at a time."""
+    that has windows that day, each window size and style."""
+    return cache_dataset_days(lake, con, symbol, [day], dataset, settings)
+
+
+def cache_dataset_days(
+    lake: Lake,
+    con: duckdb.DuckDBPyConnection,
+    symbol: str,
+    days: Sequence[dt.date],
+    dataset: str,
+    settings: ImageCacheSettings | None = None,
+) -> list[CachedShard]:
+    """``cache_dataset_day`` for each of a symbol's ``days``: the windows of consecutive days
+    are loaded and rendered at once per interval, window size and style, then written one shard
+    per day (the same shards as day by day, a query per stretch instead of per day)."""
     settings = settings or ImageCacheSettings()
     check_choice("dataset", dataset, dataset_names())
     shards = []
     for interval in settings.intervals:
-        if not has_windows(lake, symbol, interval, day):
-            continue
-        for window_size in settings.window_sizes:
-            part = WindowPartition(symbol, interval, day, dataset, window_size)
-            batch, frame = labelled_windows(lake, con, part)
-            shards += [write_shard(lake, part, style, batch, frame) for style in settings.styles]
+        for stretch in window_stretches(lake, symbol, interval, days):
+            for window_size in settings.window_sizes:
+                part = WindowPartition(
+                    symbol, interval, stretch[0], dataset, window_size, last_day=stretch[-1]
+                )
+                batch, frame = labelled_windows(lake, con, part)
+                dates = frame["decision_time"].dt.date().to_numpy()
+                for style in settings.styles:
+                    images = render(batch, style)
+                    for day in stretch:
+                        rows = np.flatnonzero(dates == day)
+                        day_part = dataclasses.replace(part, day=day, last_day=None)
+                        shards.append(
+                            write_shard(lake, day_part, style, images[rows], frame[rows])
+                        )
     return shards
+
+
+def window_stretches(
+    lake: Lake, symbol: str, interval: str, days: Sequence[dt.date]
+) -> list[list[dt.date]]:
+    """``days`` with a windows partition at ``interval``, cut into runs of consecutive days."""
+    return consecutive_stretches(d for d in days if has_windows(lake, symbol, interval, d))
 
 
 def labelled_windows(
@@ -133,9 +164,9 @@ def render_chunks(batch: WindowBatch, style: Style, chunk_size: int) -> Iterator
 
 
 def write_shard(
-    lake: Lake, part: WindowPartition, style: Style, batch: WindowBatch, frame: pl.DataFrame
+    lake: Lake, part: WindowPartition, style: Style, images: np.ndarray, frame: pl.DataFrame
 ) -> CachedShard:
-    images = render(batch, style)
+    """Write one day's shard: ``images`` rendered from the windows of ``frame``, in its order."""
     table = shard_table(frame, images, style, part.window_size)
     path = lake.write_partition(LAYER, part.dataset, shard_keys(part, style), table)
     key = style_key(style, part.window_size)

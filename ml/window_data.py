@@ -15,9 +15,9 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from dagster_project.datasets import window_history_days
+from dagster_project.datasets import candle_history_days
 from dagster_project.errors import InvalidRequestError
-from dagster_project.features import history_files
+from dagster_project.features import span_files
 from dagster_project.klines import interval_length
 from dagster_project.lake import Lake
 from dagster_project.sql import run_sql
@@ -29,17 +29,27 @@ PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 
 @dataclass(frozen=True)
 class WindowPartition:
-    """The windows of one dataset and window size in one symbol-interval-day partition."""
+    """The windows of one dataset and window size in one symbol-interval-day partition, or in
+    the consecutive days ``day`` .. ``last_day`` (a backfill's range, read at once)."""
 
     symbol: str
     interval: str
     day: dt.date
     dataset: str
     window_size: int
+    last_day: dt.date | None = None
 
     @property
     def keys(self) -> dict[str, object]:
         return {"symbol": self.symbol, "interval": self.interval, "date": self.day}
+
+    @property
+    def days(self) -> list[dt.date]:
+        last = self.last_day or self.day
+        return [self.day + dt.timedelta(days=n) for n in range((last - self.day).days + 1)]
+
+    def day_keys(self) -> list[dict[str, object]]:
+        return [{"symbol": self.symbol, "interval": self.interval, "date": d} for d in self.days]
 
 
 def load_windows(
@@ -47,16 +57,18 @@ def load_windows(
 ) -> tuple[WindowBatch, pl.DataFrame]:
     """The partition's windows (oldest first) and a frame ``decision_time, label`` in the same
     order. A window whose candles are not all in the lake (a re-landed day) is left out."""
-    window_file = lake.partition_file("windows", "windows", part.keys)
-    if not window_file.is_file():
-        raise InvalidRequestError(f"no windows partition at {window_file}")
+    window_files = [lake.partition_file("windows", "windows", keys) for keys in part.day_keys()]
+    missing = [str(path) for path in window_files if not path.is_file()]
+    if missing:
+        raise InvalidRequestError(f"no windows partition at {', '.join(missing)}")
+    history = candle_history_days(part.interval)
     frame = run_sql(
         con,
         SQL_NAME,
         {
-            "window_files": [str(window_file)],
-            "kline_files": history_files(
-                lake, part.symbol, part.interval, part.day, window_history_days(part.interval)
+            "window_files": [str(path) for path in window_files],
+            "kline_files": span_files(
+                lake, part.symbol, part.interval, part.days[0], part.days[-1], history
             ),
             "bar_us": interval_length(part.interval) // dt.timedelta(microseconds=1),
             "dataset": part.dataset,
@@ -85,9 +97,10 @@ def attach_labels(
 ) -> pl.DataFrame:
     """``windows`` with ``value`` and ``known_at`` of its paired label (or of ``label`` for every
     window, e.g. a leakage control); NULL where the label is not in the lake (yet)."""
-    labels = lake.read_partition("labels", "labels", part.keys).select(
-        "decision_time", "label", "value", "known_at"
-    )
+    labels = pl.concat(
+        [lake.read_partition("labels", "labels", keys) for keys in part.day_keys()],
+        how="diagonal_relaxed",
+    ).select("decision_time", "label", "value", "known_at")
     if label is not None:
         windows = windows.with_columns(pl.lit(label).alias("label"))
     return windows.join(labels, on=["decision_time", "label"], how="left", maintain_order="left")

@@ -9,13 +9,13 @@ from dagster_project.assets.common import check_result
 from dagster_project.assets.curate import CURATED_KLINES
 from dagster_project.assets.datasets import LABELS, WINDOWS
 from dagster_project.checks import merge_outcomes
-from dagster_project.datasets import WINDOW_HISTORY_DAYS
+from dagster_project.datasets import CANDLE_HISTORY_DAYS
 from dagster_project.images import (
     CHECK_NAME,
     DEFAULT_INTERVALS,
     CachedShard,
     ImageCacheSettings,
-    cache_dataset_day,
+    cache_dataset_days,
     check_images_match_windows,
     dataset_names,
     style_from_name,
@@ -26,7 +26,7 @@ from dagster_project.resources import DuckDBResource, LakeResource
 
 IMAGES = {name: dg.AssetKey(["images", name]) for name in dataset_names()}
 # the windows' candles: the day's curated klines and the days before (ml.window_data)
-WINDOW_KLINES = dg.AssetDep(CURATED_KLINES, partition_mapping=same_symbol_days(WINDOW_HISTORY_DAYS))
+WINDOW_KLINES = dg.AssetDep(CURATED_KLINES, partition_mapping=same_symbol_days(CANDLE_HISTORY_DAYS))
 
 
 class ImageCacheConfig(dg.Config):
@@ -87,8 +87,8 @@ def images(
             started = time.monotonic()
             shards, checked = [], []
             for symbol, symbol_days in days.items():
+                shards += cache_dataset_days(the_lake, con, symbol, symbol_days, dataset, settings)
                 for day in symbol_days:
-                    shards += cache_dataset_day(the_lake, con, symbol, day, dataset, settings)
                     outcome = check_images_match_windows(the_lake, symbol, day, dataset, settings)
                     checked.append((f"{symbol} {day}", outcome))
             seconds = time.monotonic() - started

@@ -19,6 +19,7 @@ BENCHMARKS = (
     "bench_indicators.py",
     "bench_images.py",
     "bench_main_job.py",
+    "bench_backfill.py",
 )
 
 

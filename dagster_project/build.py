@@ -18,14 +18,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import dagster as dg
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
 from dagster_project.backfill import register_symbols
 from dagster_project.errors import RunFailedError
-from dagster_project.partitions import consecutive_stretches, day_symbol_key
+from dagster_project.partitions import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    consecutive_stretches,
+    day_symbol_key,
+)
 
 # Step-by-step DEBUG events go to the instance (and the UI), not to the terminal.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -54,8 +55,8 @@ class RangeRun:
     @property
     def tags(self) -> dict[str, str]:
         return {
-            ASSET_PARTITION_RANGE_START_TAG: str(day_symbol_key(self.first, self.symbol)),
-            ASSET_PARTITION_RANGE_END_TAG: str(day_symbol_key(self.last, self.symbol)),
+            RANGE_START_TAG: str(day_symbol_key(self.first, self.symbol)),
+            RANGE_END_TAG: str(day_symbol_key(self.last, self.symbol)),
         }
 
     def __str__(self) -> str:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import dagster as dg
 
+from dagster_project.errors import InvalidRequestError
+
 # Binance spot opened on 2017-07-14; no kline is older.
 FIRST_DAY = "2017-07-14"
 SYMBOLS_PARTITION_NAME = "symbols"
@@ -46,6 +48,33 @@ def day_and_symbol(partition_key: str | dg.MultiPartitionKey) -> tuple[dt.date, 
         partition_key = day_symbol.get_partition_key_from_str(partition_key)
     keys = partition_key.keys_by_dimension
     return dt.date.fromisoformat(keys["date"]), keys["symbol"]
+
+
+# The tags Dagster gives a run of a range of partitions (a backfill, `candlelake build`).
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def run_partition_keys(context: dg.AssetExecutionContext) -> list[str]:
+    """The date × symbol keys the run materializes; refuses a run whose range tags cover more.
+
+    Dagster 1.13's job backfills (a job's Partitions tab) give a range run the first
+    partition's dimension tags as well, and Dagster then materializes (and records) that one
+    partition only while the backfill counts the whole range as done. Such a run fails here,
+    before anything is written, rather than leave days silently missing."""
+    keys = list(context.partition_keys)
+    tags = context.run.tags
+    if RANGE_START_TAG in tags and RANGE_END_TAG in tags:
+        key_range = dg.PartitionKeyRange(tags[RANGE_START_TAG], tags[RANGE_END_TAG])
+        launched = day_symbol.get_partition_keys_in_range(key_range, context.instance)
+        if len(launched) != len(keys):
+            raise InvalidRequestError(
+                f"this run was launched for {key_range.start}..{key_range.end} "
+                f"({len(launched)} partitions) but Dagster gives it {len(keys)} ({keys[0]}): "
+                "a job backfill from the Partitions tab (a Dagster 1.13 bug with date x symbol "
+                "ranges); backfill from the asset graph's Materialize or `candlelake build`"
+            )
+    return keys
 
 
 def days_by_symbol(partition_keys: Sequence[str]) -> dict[str, list[dt.date]]:

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from dagster_project.build import RangeRun, range_runs, run_range
+from dagster_project.build import RangeRun, range_runs, run_range, step_failure
 from dagster_project.curate import curate_day
 from dagster_project.datasets import build_dataset_day, build_dataset_days
 from dagster_project.features import build_indicators
@@ -170,3 +170,27 @@ def test_a_windows_job_range_run_equals_single_day_runs(tmp_path, monkeypatch):
         ("windows", "windows"),
     ):
         assert_same_table(lakes["ranged"], lakes["daily"], layer, table, ignore=("ingested_at",))
+
+
+def test_a_job_backfill_run_that_dagster_cuts_to_one_partition_fails_before_writing(
+    tmp_path, monkeypatch
+):
+    """A job's Partitions tab backfill gives its range run the first partition's dimension tags
+    too (Dagster 1.13), and Dagster then treats the run as that one partition while the backfill
+    counts the whole range done. The run must fail loudly, not land one day of thirty."""
+    from dagster_project.definitions import defs
+
+    monkeypatch.setenv("CANDLELAKE_LAKE", str(tmp_path / "lake"))
+    run = RangeRun("BTCUSDT", DAYS[0], DAYS[2])
+    first = {"dagster/partition/date": "2024-03-01", "dagster/partition/symbol": "BTCUSDT"}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("symbols", ["BTCUSDT"])
+        result = defs.resolve_job_def("klines_job").execute_in_process(
+            instance=instance, tags=run.tags | first, raise_on_error=False
+        )
+        assert not result.success
+        assert not instance.get_materialized_partitions(dg.AssetKey(["raw", "klines"]))
+    message = step_failure(result)
+    assert "launched for 2024-03-01|BTCUSDT..2024-03-03|BTCUSDT (3 partitions)" in message
+    assert "Materialize or `candlelake build`" in message
+    assert not Lake(tmp_path / "lake").table_dir("raw", "klines").exists()

@@ -11,7 +11,7 @@ from dagster_project.checks import KLINE_CHECKS, gap_report, kline_checks, merge
 from dagster_project.curate import CuratedInterval, curate_day
 from dagster_project.klines import interval_length
 from dagster_project.lake import Lake
-from dagster_project.partitions import days_by_symbol, range_asset
+from dagster_project.partitions import days_by_symbol, range_asset, run_partition_keys
 from dagster_project.resources import DuckDBResource, LakeResource
 
 CURATED_KLINES = dg.AssetKey(["curated", "klines"])
@@ -46,7 +46,7 @@ def curated_klines(context: dg.AssetExecutionContext, lake: LakeResource, duckdb
     the_lake = lake.get()
     curated: list[tuple[str, dt.date, CuratedInterval]] = []
     with duckdb.connect() as con:
-        for symbol, days in days_by_symbol(context.partition_keys).items():
+        for symbol, days in days_by_symbol(run_partition_keys(context)).items():
             for day in days:
                 curated += [(symbol, day, c) for c in curate_day(the_lake, symbol, day, con=con)]
     kline_parts, gap_parts = [], []

@@ -12,7 +12,12 @@ from dagster_project.datasets import (
     DatasetDays,
     build_dataset_days,
 )
-from dagster_project.partitions import days_by_symbol, range_asset, same_symbol_days
+from dagster_project.partitions import (
+    days_by_symbol,
+    range_asset,
+    run_partition_keys,
+    same_symbol_days,
+)
 from dagster_project.resources import DuckDBResource, LakeResource
 from dagster_project.splits import (
     DEFAULT_SPEC,
@@ -59,7 +64,7 @@ def labels_and_windows(
 ):
     built = []
     with duckdb.connect() as con:
-        for symbol, days in days_by_symbol(context.partition_keys).items():
+        for symbol, days in days_by_symbol(run_partition_keys(context)).items():
             built += build_dataset_days(lake.get(), con, symbol, days)
     bad = sum(b.bad_known_at for b in built)
     yield dg.MaterializeResult(

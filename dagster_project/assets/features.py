@@ -12,7 +12,12 @@ from dagster_project.features import (
     build_microstructure,
     has_microstructure_inputs,
 )
-from dagster_project.partitions import days_by_symbol, range_asset, same_symbol_days
+from dagster_project.partitions import (
+    days_by_symbol,
+    range_asset,
+    run_partition_keys,
+    same_symbol_days,
+)
 from dagster_project.resources import DuckDBResource, LakeResource
 
 MICROSTRUCTURE = dg.AssetKey(["features", "microstructure"])
@@ -45,7 +50,7 @@ def microstructure(
     settings = MicrostructureSettings(top_n=config.top_n)
     built, absent = [], []
     with duckdb.connect() as con:
-        for symbol, days in days_by_symbol(context.partition_keys).items():
+        for symbol, days in days_by_symbol(run_partition_keys(context)).items():
             for day in days:
                 if not has_microstructure_inputs(the_lake, symbol, day):
                     absent.append(f"{symbol} {day}")
@@ -83,7 +88,7 @@ def indicators(
 ) -> dg.MaterializeResult:
     built = []
     with duckdb.connect() as con:
-        for symbol, days in days_by_symbol(context.partition_keys).items():
+        for symbol, days in days_by_symbol(run_partition_keys(context)).items():
             built += build_indicators(lake.get(), con, symbol, days)
     metadata: dict[str, object] = {"days": len({b.day for b in built})}
     for interval in dict.fromkeys(b.interval for b in built):

@@ -21,7 +21,12 @@ from dagster_project.images import (
     style_from_name,
 )
 from dagster_project.labels import WINDOW_SIZES
-from dagster_project.partitions import days_by_symbol, range_asset, same_symbol_days
+from dagster_project.partitions import (
+    days_by_symbol,
+    range_asset,
+    run_partition_keys,
+    same_symbol_days,
+)
 from dagster_project.resources import DuckDBResource, LakeResource
 
 IMAGES = {name: dg.AssetKey(["images", name]) for name in dataset_names()}
@@ -79,7 +84,7 @@ def images(
 ):
     settings = config.settings()
     the_lake = lake.get()
-    days = days_by_symbol(context.partition_keys)
+    days = days_by_symbol(run_partition_keys(context))
     with duckdb.connect() as con:
         for dataset, key in IMAGES.items():
             if key not in context.selected_asset_keys:

@@ -28,7 +28,7 @@ from dagster_project.ingest.landing import LandedPartition, land_days, land_symb
 from dagster_project.ingest.sources import book_source, recording_source, trades_source
 from dagster_project.klines import TimeRange
 from dagster_project.lake import Lake
-from dagster_project.partitions import days_by_symbol, range_asset
+from dagster_project.partitions import days_by_symbol, range_asset, run_partition_keys
 from dagster_project.resources import LakeResource, MarketSourceResource
 
 RAW_KLINES = dg.AssetKey(["raw", "klines"])
@@ -67,7 +67,7 @@ def raw_klines(
     the_lake = lake.get()
     source = market_source.build(the_lake)
     landed: list[LandedPartition] = []
-    for symbol, days in days_by_symbol(context.partition_keys).items():
+    for symbol, days in days_by_symbol(run_partition_keys(context)).items():
         landed += land_days(the_lake, source, symbol, market_source.interval, days)
     checked = [
         (f"{p.symbol} {p.date}", kline_checks(pl.read_parquet(p.path), p.date)) for p in landed
@@ -190,7 +190,7 @@ def land_and_check(
     that does not cover it), not landed empty; no day landed, no materialization."""
     table = asset.path[-1]
     landed, checked = [], []
-    for symbol, days in days_by_symbol(context.partition_keys).items():
+    for symbol, days in days_by_symbol(run_partition_keys(context)).items():
         for day in days:
             frame = fetch(symbol, day)
             if skip_empty and frame.is_empty():

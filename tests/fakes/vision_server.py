@@ -348,3 +348,38 @@ def synthetic_agg_trades_csv(
         lines.append(",".join(fields))
         trade_id += count
     return ("\n".join(lines) + "\n").encode()
+
+
+def spot_kline_archives(symbol: str, interval: str, klines) -> dict[str, bytes]:
+    """The kline CSVs Binance Vision publishes for ``klines`` (a polars frame in the klines
+    contract, one symbol and interval), keyed for ``build_vision_tree``: a daily archive for every
+    UTC day with rows, and a monthly archive for every calendar month with rows on all its days."""
+    import polars as pl
+
+    day = pl.col("open_time").dt.date()
+    files: dict[str, bytes] = {}
+    for (date,), rows in klines.sort("open_time").group_by(day, maintain_order=True):
+        name = f"{symbol}-{interval}-{date.isoformat()}"
+        files[f"data/spot/daily/klines/{symbol}/{interval}/{name}.csv"] = spot_kline_csv(rows)
+    month = pl.col("open_time").dt.truncate("1mo").dt.date()
+    for (first,), rows in klines.sort("open_time").group_by(month, maintain_order=True):
+        days_in_month = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - first
+        if rows.select(day.n_unique()).item() == days_in_month.days:
+            name = f"{symbol}-{interval}-{first:%Y-%m}"
+            files[f"data/spot/monthly/klines/{symbol}/{interval}/{name}.csv"] = spot_kline_csv(rows)
+    return files
+
+
+def spot_kline_csv(klines, *, microseconds: bool = False) -> bytes:
+    """Klines-contract rows as a Binance Vision spot CSV: no header, epoch milliseconds (or
+    microseconds, as spot files from 2025 on), prices and sizes with 8 decimals, ``ignore`` 0."""
+    import polars as pl
+
+    scale = 1 if microseconds else 1_000
+    epoch = [(pl.col(c).dt.epoch("us") // scale).alias(c) for c in ("open_time", "close_time")]
+    columns = [
+        "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
+        "trades", "taker_buy_base_volume", "taker_buy_quote_volume",
+    ]  # fmt: skip
+    rows = klines.with_columns(*epoch).select(*columns, pl.lit(0).alias("ignore"))
+    return rows.write_csv(include_header=False, float_precision=8).encode()

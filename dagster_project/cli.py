@@ -213,7 +213,7 @@ def build(
     """Materialize the asset graph for whole UTC days through Dagster: one run per symbol.
 
     Runs are recorded in the project's Dagster instance (the UI shows them, their checks and the
-    partitions), exactly as a backfill of the same job launched from the UI's Partitions tab.
+    partitions) with the range tags a UI backfill gives its runs.
     """
     from tqdm import tqdm
 

@@ -19,8 +19,10 @@ WINDOWS = (
     | dg.AssetSelection.assets(["labels", "labels"], ["windows", "windows"])
 )
 
-# Partitioned jobs run a backfill's range of days in one run per symbol (partitions.RANGE_POLICY):
-# from the UI, a job's Partitions tab launches exactly the days picked, all its assets in one run.
+# The jobs name the asset selections `candlelake build --through` runs over a range, one run per
+# symbol (partitions.RANGE_POLICY). From the UI, backfill ranges from the asset graph: Dagster
+# 1.13 cuts a job's Partitions-tab range runs to one partition, which the assets refuse
+# (docs/backfills.md).
 klines_job = dg.define_asset_job(
     "klines_job",
     selection=KLINES,

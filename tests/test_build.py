@@ -122,3 +122,11 @@ def test_a_failing_source_fails_its_run_in_one_line_and_lands_nothing(project):
     assert "freqtrade" in error[0] and "BTC_USDT-1h.feather" in error[0]
     assert "Traceback" not in result.output
     assert not list(Lake(project / "lake").partitions("raw", "klines"))
+
+
+def test_a_new_instance_runs_at_most_two_queued_runs_at_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    instance = persistent_instance(dagster_home())
+    assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+    assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 2
+    assert instance.run_coordinator.dequeue_interval_seconds == 1

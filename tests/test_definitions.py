@@ -127,9 +127,10 @@ def test_partition_mappings_declare_the_neighbouring_days_read():
     assert upstream_days(["labels", "labels"], curated, "2017-07-14") == days_around(
         "2017-07-14", 0, 2
     )
-    # images draw the windows' candles: the day and the days before (1h w=30: 2)
+    # images draw the windows' candles and their moving averages: 2w - 1 candles before each
+    # decision (1h, w=30: 59 hours, 3 days)
     assert upstream_days(["images", "regular"], curated, "2024-03-10") == days_around(
-        "2024-03-10", 2, 0
+        "2024-03-10", 3, 0
     )
     # the 1h EMA 200 needs 2,963 bars of history: 124 days
     history = [str(dt.date(2024, 3, 10) - dt.timedelta(days=n)) for n in range(124, -1, -1)]

@@ -6,7 +6,7 @@ all through one vectorised helper, :func:`recursive_mean`. Each row carries its 
 and ``decision_time`` (``open_time`` + the interval, the close of the candle): labels and windows
 join on ``decision_time``, so a row is never paired with a decision made before its candle closed.
 
-Warm-up and partition exactness (DESIGN.md, "Time and leakage rules"):
+Warm-up and partition exactness (docs/time_and_leakage.md):
 
 * A windowed indicator is NULL until its full window exists in the input.
 * A recursive smoother ``y_t = (1 - a) y_{t-1} + a x_t`` is seeded the textbook way (Wilder,

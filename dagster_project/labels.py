@@ -6,7 +6,7 @@ is data (``LABEL_SPECS``); the SQL files document the exact definitions. The one
 the EWM volatility of log returns used by the triple-barrier labels, is computed here
 (``ewm_volatility``) and handed to the query as two list parameters.
 
-Partition exactness (DESIGN.md, "Time and leakage rules"): labels of decisions in a range of days
+Partition exactness (docs/time_and_leakage.md): labels of decisions in a range of days
 computed from the range's klines plus ``history_bars()`` candles before it and
 ``lookahead_bars()`` after it equal the same labels computed over the whole series. The volatility
 is a recursive smoother like the indicators' (``dagster_project.indicators``): it is given only

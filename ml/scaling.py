@@ -3,8 +3,7 @@
 ``FitOnTrainScaler`` standardises features per column, ``(x − mean) / std``. It is fit on a frame
 that carries its ``split`` column (from ``ml.splits.time_split``) and refuses any row not labelled
 ``train``; it remembers exactly what it saw (row count and decision-time range) and saves that
-beside the statistics, so a saved model says what its scaler was fit on (DESIGN.md, "Time and
-leakage rules").
+beside the statistics, so a saved model says what its scaler was fit on (docs/time_and_leakage.md).
 
 ``normalise_windows_ohlc`` needs no fitting: each window is divided by its own **last close** —
 the price at the window's decision time — so every value is a ratio to "now" (the last close is

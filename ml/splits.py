@@ -12,7 +12,7 @@ half-open ``[start, end)`` ranges of ``decision_time`` given as datetimes, and t
 series: a model trained on several symbols never trains inside another symbol's test period.
 ``even_edges`` and ``edges_over`` make evenly spaced edges aligned to whole days (or any unit).
 
-Two rules keep training rows away from held-out rows (DESIGN.md, "Time and leakage rules"):
+Two rules keep training rows away from held-out rows (docs/time_and_leakage.md):
 
 * **Purging** — a candidate training row before a held-out block whose label is known at or
   after the block's start is dropped (``"purged"``); so is one after the block that starts

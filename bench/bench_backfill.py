@@ -36,7 +36,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,7 @@ from dagster_project.klines import TimeRange  # noqa: E402
 from dagster_project.lake import Lake  # noqa: E402
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME, day_symbol_key  # noqa: E402
 from tests.fakes import vision_server  # noqa: E402
+from tests.fakes.local_server import free_port  # noqa: E402
 from tests.fakes.vision_server import VisionServer, build_vision_tree  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -614,11 +614,6 @@ def dagster_dev(project: Project, env: dict[str, str]) -> Iterator[DagsterDev]:
     finally:
         stop(server)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- reporting -------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 
 from dagster_project import main_job
 from dagster_project.lake import Lake
+from tests.fakes.local_server import free_port
 from tests.helpers import ALL_ASSET_KEYS
 
 pytestmark = pytest.mark.slow
@@ -59,11 +59,6 @@ class DagsterDev:
         assert "errors" not in body, body["errors"]
         return body["data"]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(condition, timeout_s: float, what: str):

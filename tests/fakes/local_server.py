@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -51,3 +52,10 @@ class LocalServer:
             raise RuntimeError(f"{type(self).__name__} is not running; use it as a context manager")
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

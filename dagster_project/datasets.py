@@ -132,7 +132,6 @@ def _days_holding(bars: int, interval: str) -> int:
 # The most days any curated interval reads on each side (the Dagster partition mapping).
 LABEL_HISTORY_DAYS = max(label_history_days(interval) for interval in CURATED_INTERVALS)
 LABEL_LOOKAHEAD_DAYS = max(label_lookahead_days(interval) for interval in CURATED_INTERVALS)
-WINDOW_HISTORY_DAYS = max(window_history_days(interval) for interval in CURATED_INTERVALS)
 CANDLE_HISTORY_DAYS = max(candle_history_days(interval) for interval in CURATED_INTERVALS)
 
 

@@ -141,13 +141,3 @@ def span_files(
 def curated_file(lake: Lake, symbol: str, interval: str, day: dt.date) -> Path:
     keys = {"symbol": symbol, "interval": interval, "date": day}
     return lake.partition_file("curated", "klines", keys)
-
-
-def history_files(
-    lake: Lake, symbol: str, interval: str, day: dt.date, days_before: int
-) -> list[str]:
-    """Curated klines files of ``day`` and up to ``days_before`` earlier days that exist; none
-    when ``day`` itself has none."""
-    if not curated_file(lake, symbol, interval, day).is_file():
-        return []
-    return span_files(lake, symbol, interval, day, day, days_before)

@@ -146,8 +146,9 @@ def vision_tree(plan: Plan) -> Path:
     the temp folder under a key of what makes them (symbols, months, the simulator's code)."""
     recipe = [*plan.symbols, *map(str, plan.months()), str(simulator.SimulatorConfig())]
     digest = hashlib.sha256("\n".join(recipe).encode())
-    for module in (simulator, vision_server):
-        digest.update(Path(module.__file__).read_bytes())
+    code = [*sorted(Path(simulator.__file__).parent.glob("*.py")), Path(vision_server.__file__)]
+    for source in code:
+        digest.update(source.read_bytes())
     tree = Path(tempfile.gettempdir()) / "candlelake_bench_backfill" / digest.hexdigest()[:16]
     if tree.exists():
         return tree

@@ -46,13 +46,13 @@ import pyarrow as pa  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dagster_project.ingest.orderbook import (  # noqa: E402
-    BookSampler,
-    BookSynchronizer,
+from dagster_project.ingest.orderbook.messages import (  # noqa: E402
     DepthSnapshot,
     decode_depth_event_payload,
 )
-from dagster_project.ingest.stream_replay import read_recording, replay_messages  # noqa: E402
+from dagster_project.ingest.orderbook.replay import read_recording, replay_messages  # noqa: E402
+from dagster_project.ingest.orderbook.sampling import BookSampler  # noqa: E402
+from dagster_project.ingest.orderbook.sync import BookSynchronizer  # noqa: E402
 from dagster_project.lake import Lake  # noqa: E402
 
 RECORDING = [

@@ -2,7 +2,7 @@
 
 ``FakeBinanceStream(messages, ...)`` listens on 127.0.0.1 (port 0) in a background thread (use it
 as a context manager) and plays ``(receive ns, json bytes)`` messages, a recording read by
-``stream_replay.read_recording`` or ``synthetic_depth_messages``, to clients of
+``orderbook.replay.read_recording`` or ``synthetic_depth_messages``, to clients of
 ``/stream?streams=<a>/<b>/...`` the way Binance's combined stream sends them: one text frame per
 ``{"stream": ..., "data": ...}`` envelope, only the streams asked for, in recording order.
 
@@ -48,12 +48,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
-from dagster_project.ingest.orderbook import (
-    DepthDataError,
-    OrderBook,
-    decode_depth_event_payload,
-)
-from dagster_project.ingest.stream_replay import read_recording
+from dagster_project.ingest.orderbook.book import OrderBook
+from dagster_project.ingest.orderbook.messages import DepthDataError, decode_depth_event_payload
+from dagster_project.ingest.orderbook.replay import read_recording
 from tests.fakes.binance_server import FakeBinance
 
 Message = tuple[int, bytes]  # (local receive time in epoch ns, the JSON line)

@@ -17,16 +17,13 @@ import pytest
 
 from dagster_project.errors import InvalidRequestError, LakeWriteError, UnknownSymbolError
 from dagster_project.ingest.binance_rest import BinanceRestConfig
-from dagster_project.ingest.collector import (
-    CollectorConfig,
-    CollectorSummary,
-    DepthCollector,
-    FlushReport,
-    SymbolRecorder,
-    collect_depth,
-)
-from dagster_project.ingest.orderbook import BookRecorder, DepthEvent, DepthSnapshot
-from dagster_project.ingest.stream_replay import replay_messages
+from dagster_project.ingest.collector.config import CollectorConfig
+from dagster_project.ingest.collector.depth_collector import DepthCollector, collect_depth
+from dagster_project.ingest.collector.summary import CollectorSummary, FlushReport
+from dagster_project.ingest.collector.symbol import SymbolRecorder
+from dagster_project.ingest.orderbook.messages import DepthEvent, DepthSnapshot
+from dagster_project.ingest.orderbook.recorder import BookRecorder
+from dagster_project.ingest.orderbook.replay import replay_messages
 from dagster_project.lake import Lake
 from tests.fakes.binance_server import Fault
 from tests.fakes.ws_server import Drop, FakeBinanceStream, synthetic_depth_messages

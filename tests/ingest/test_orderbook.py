@@ -10,25 +10,23 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from dagster_project.errors import InvalidRequestError
-from dagster_project.ingest.orderbook import (
-    BookSampler,
-    BookSynchronizer,
+from dagster_project.errors import CandlelakeError, InvalidRequestError
+from dagster_project.ingest.orderbook.book import OrderBook
+from dagster_project.ingest.orderbook.messages import (
     BookTicker,
     DepthDataError,
     DepthEvent,
     DepthSnapshot,
-    DepthUpdateRecorder,
-    OrderBook,
-    SyncOutcome,
-    SyncState,
 )
-from dagster_project.ingest.stream_replay import (
+from dagster_project.ingest.orderbook.replay import (
+    ReplayError,
     read_recording,
     replay,
     replay_messages,
 )
-from dagster_project.schemas import DEPTH_SNAPSHOT_SCHEMA, DEPTH_UPDATE_SCHEMA
+from dagster_project.ingest.orderbook.sampling import BookSampler, DepthUpdateRecorder
+from dagster_project.ingest.orderbook.sync import BookSynchronizer, SyncOutcome, SyncState
+from dagster_project.schemas import AGG_TRADE_SCHEMA, DEPTH_SNAPSHOT_SCHEMA, DEPTH_UPDATE_SCHEMA
 
 RECORDING = ("streams/spot_btcusdt_20240808.gz", "streams/spot_btcusdt_20240809.gz")
 APPLIED, DROPPED, BUFFERED, RESYNC = (
@@ -452,9 +450,13 @@ def test_real_recording_matches_binance_book_ticker(recording):
         "depth": 6_495,
         "book_ticker": 73_174,
         "trade": 19_904,
+        "agg_trade": 0,
         "snapshot": 1,
+        "untied_snapshot": 0,
         "other": 0,
     }
+    assert result.agg_trades.schema == pl.Schema(AGG_TRADE_SCHEMA)
+    assert result.agg_trades.height == 0  # the recording has @trade, not @aggTrade
     stats = result.stats
     assert stats.resyncs == {}
     assert (stats.events_applied, stats.events_dropped, stats.snapshots_used) == (6_493, 2, 1)
@@ -575,3 +577,274 @@ def test_silent_depth_stream_with_live_connection_is_stale(messages):
     assert result.stats.resyncs == {"stale_stream": 1}  # noticed on the bookTicker/trade clock
     assert result.stats.events_applied == 2_000 - 2
     assert result.snapshots["ts"].dt.epoch("ms").max() < depth[1_999][1]
+
+
+# --------------------------------------------------------------------- replay edges (issue 10)
+# Small hand-made recordings (always run) and the real ones (skipped without them).
+
+
+def _levels(pairs):
+    return [[str(p), str(q)] for p, q in pairs]
+
+
+def _depth(symbol, U, u, E, bids=(), asks=(), pu=None, stream="depth@100ms"):  # noqa: N803
+    data = {"e": "depthUpdate", "E": E, "s": symbol, "U": U, "u": u}
+    data |= {"b": _levels(bids), "a": _levels(asks)}
+    if pu is not None:
+        data["pu"] = pu
+    return {"stream": f"{symbol.lower()}@{stream}", "data": data}
+
+
+def _rest_snapshot(last_update_id, bids, asks, request=None):
+    """A recorded REST ``/depth`` body: bare, or tied to its symbol by the request path."""
+    body = {"lastUpdateId": last_update_id, "bids": _levels(bids), "asks": _levels(asks)}
+    return body if request is None else {"stream": request, "data": body}
+
+
+def _agg(symbol, a, price, qty, first, last, T, m):  # noqa: N803
+    data = {"e": "aggTrade", "E": T + 3, "s": symbol, "a": a, "p": str(price), "q": str(qty)}
+    data |= {"f": first, "l": last, "T": T, "m": m, "M": True}
+    return {"stream": f"{symbol.lower()}@aggTrade", "data": data}
+
+
+def _recorded(messages, start_ns=1_700_000_000_000_000_000):
+    """``(receive ns, json bytes)`` pairs, 100 ms apart, as ``read_recording`` yields them."""
+    return [
+        (start_ns + i * 100_000_000, json.dumps(m, separators=(",", ":")).encode())
+        for i, m in enumerate(messages)
+    ]
+
+
+def _write_recording(path: Path, messages) -> Path:
+    path.write_bytes(b"".join(b"%d %s\n" % pair for pair in _recorded(messages)))
+    return path
+
+
+T0 = 1_700_000_000_000  # exchange ms of the hand-made recordings
+BOOK = {"bids": [(100.0, 1.0), (99.0, 2.0)], "asks": [(101.0, 1.0), (102.0, 2.0)]}
+
+
+def _futures_events(symbol, ids, stream="depth@0ms"):
+    """USD-M futures events over ``ids``: (U, u) pairs chained by ``pu``."""
+    events, pu = [], ids[0][0] - 1
+    for k, (U, u) in enumerate(ids):  # noqa: N806
+        bids = [(100.0, 1.0 + k)]
+        events.append(_depth(symbol, U, u, T0 + 100 * k, bids, pu=pu, stream=stream))
+        pu = u
+    return events
+
+
+def test_usdm_depth_at_0ms_stream_is_replayed():
+    events = _futures_events("BTCUSDT", [(95, 105), (106, 110), (111, 120)])
+    partial = {"stream": "btcusdt@depth20@100ms", "data": {"e": "depthUpdate", "E": T0}}
+    messages = [events[0], _rest_snapshot(100, **BOOK), partial, *events[1:]]
+    result = replay_messages(_recorded(messages), "BTCUSDT", market="futures_um")
+    assert result.messages["depth"] == 3  # the partial-book @depth20 stream is not a diff stream
+    assert result.messages["other"] == 1
+    assert result.stats.events_applied == 3
+    assert result.updates["final_update_id"].to_list() == [105, 110, 120]
+
+
+@pytest.mark.shared_data
+def test_real_recording_under_depth_at_0ms_stream_names_replays_the_same(messages, clean):
+    renamed = [
+        (ns, p.replace(b'"btcusdt@depth@100ms"', b'"btcusdt@depth@0ms"', 1)) for ns, p in messages
+    ]
+    result = replay_messages(renamed, "BTCUSDT")
+    assert result.messages == clean.messages
+    assert result.updates.equals(clean.updates)
+    assert result.snapshots.equals(clean.snapshots)
+
+
+def _spot_events(symbol, first_id, n):
+    return [
+        _depth(symbol, first_id + k, first_id + k, T0 + 100 * k, bids=[(100.0, 2.0 + k)])
+        for k in range(n)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("case", "symbol", "files"),
+    [
+        ("no snapshot in the file", "BTCUSDT", ["late"]),
+        ("wrong --symbol", "ETHUSDT", ["early", "late"]),
+        ("files out of order", "BTCUSDT", ["late", "early"]),
+    ],
+)
+def test_replay_that_applies_nothing_raises_with_the_counts(tmp_path, case, symbol, files):
+    events = _spot_events("BTCUSDT", 101, 6)
+    recordings = {
+        "early": _write_recording(
+            tmp_path / "early.txt", [_rest_snapshot(100, **BOOK), *events[:3]]
+        ),
+        "late": _write_recording(tmp_path / "late.txt", events[3:]),
+    }
+    with pytest.raises(CandlelakeError, match=rf"no {symbol} depth event applied") as err:
+        replay([recordings[name] for name in files], symbol)
+    assert isinstance(err.value, ReplayError)
+    assert "applied 0" in str(err.value) and "other" in str(err.value), case
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize(("symbol", "order"), [("ETHUSDT", 1), ("BTCUSDT", -1)])
+def test_real_recording_replay_that_applies_nothing_raises(recording, symbol, order):
+    with pytest.raises(CandlelakeError, match="applied 0, dropped"):
+        replay(recording[::order], symbol)
+
+
+def _merged_futures(request_paths: bool):
+    """BTCUSDT and ETHUSDT futures streams on one connection: update ids are shared, so BTCUSDT's
+    snapshot (lastUpdateId 15) falls inside ETHUSDT's first event (11..20) and would bridge it.
+    The books have similar prices, so a wrong snapshot is not caught by a crossed book."""
+    btc = _futures_events("BTCUSDT", [(1, 10)], stream="depth@100ms")
+    eth = _futures_events("ETHUSDT", [(11, 20), (21, 30), (31, 40)], stream="depth@100ms")
+    btc_book = {"bids": [(100.5, 7.0)], "asks": [(101.5, 7.0)]}
+    eth_book = {"bids": [(100.0, 3.0)], "asks": [(101.0, 3.0)]}
+    btc_snap = _rest_snapshot(15, **btc_book, request="/fapi/v1/depth?symbol=BTCUSDT&limit=1000")
+    eth_snap = _rest_snapshot(
+        25, **eth_book, request="https://fapi.binance.com/fapi/v1/depth?symbol=ETHUSDT&limit=1000"
+    )
+    if not request_paths:
+        btc_snap, eth_snap = btc_snap["data"], eth_snap["data"]
+    return [btc[0], eth[0], btc_snap, eth[1], eth_snap, eth[2]]
+
+
+def test_snapshot_tied_to_another_symbol_by_its_request_path_is_refused():
+    messages = _recorded(_merged_futures(True))
+    result = replay_messages(messages, "ETHUSDT", 0.05, market="futures_um")
+    assert result.stats.snapshots_used == 1
+    assert result.messages["snapshot"] == 1  # ETHUSDT's; BTCUSDT's is another symbol's message
+    assert result.updates["final_update_id"].to_list() == [30, 40]
+    assert result.updates["prev_final_update_id"].to_list() == [20, 30]
+    ends = result.snapshots.sort("ts").tail(1)
+    assert ends["bid_prices"].to_list() == [[100.0]]  # ETHUSDT's own book: no 100.5 from BTCUSDT
+    assert ends["ask_prices"].to_list() == [[101.0]]
+
+
+def test_bare_snapshot_in_a_recording_of_several_symbols_is_refused():
+    with pytest.raises(CandlelakeError, match="2 snapshots not tied to a symbol"):
+        replay_messages(_recorded(_merged_futures(False)), "ETHUSDT", market="futures_um")
+
+
+def test_bare_snapshot_taken_before_another_symbol_appears_fails_the_replay():
+    eth = _futures_events("ETHUSDT", [(11, 20), (21, 30)], stream="depth@100ms")
+    btc = _futures_events("BTCUSDT", [(31, 40)], stream="depth@100ms")
+    bare = _rest_snapshot(25, bids=[(100.0, 3.0)], asks=[(101.0, 3.0)])
+    messages = _recorded([eth[0], bare, eth[1], btc[0]])
+    with pytest.raises(CandlelakeError, match="BTCUSDT depth events after a snapshot"):
+        replay_messages(messages, "ETHUSDT", market="futures_um")
+
+
+@pytest.fixture(scope="module")
+def merged_spot(shared_binance):
+    """The real ~10 s spot recording of four symbols on one connection, with its four REST
+    ``/depth`` bodies, as ``(ns, bare json, request-path json)`` lines in receive order."""
+    rest = shared_binance / "rest"
+    lines = []
+    for line in (rest / "cryptofeed_BINANCE_ws_messages.txt").read_bytes().splitlines()[1:]:
+        stamp, _, payload = line.partition(b": ")
+        if payload:
+            lines.append((int(float(stamp) * 1e9), payload, payload))
+    for line in (rest / "cryptofeed_BINANCE_depth_responses.txt").read_bytes().split(b"\n"):
+        if not line.strip():
+            continue
+        url, _, rest_of_line = line.partition(b" -> ")
+        stamp, _, body = rest_of_line.partition(b": ")
+        enveloped = b'{"stream":"%s","data":%s}' % (url, body)
+        lines.append((int(float(stamp) * 1e9), body, enveloped))
+    return sorted(lines, key=lambda line: line[0])
+
+
+@pytest.mark.shared_data
+def test_real_merged_recording_ties_each_snapshot_to_its_symbol(merged_spot):
+    tied = [(ns, enveloped) for ns, _, enveloped in merged_spot]
+    result = replay_messages(tied, "LRCBTC")
+    assert result.messages["snapshot"] == 1
+    assert result.stats.snapshots_used == 1
+    assert result.stats.events_applied > 0
+    assert result.updates["final_update_id"].min() > 259_345_543  # LRCBTC's lastUpdateId
+    assert result.book_tickers.mismatched == 0
+    bare = [(ns, payload) for ns, payload, _ in merged_spot]
+    with pytest.raises(CandlelakeError, match="not tied to a symbol"):
+        replay_messages(bare, "LRCBTC")  # NKNUSDT's bare snapshot must not start LRCBTC's book
+
+
+def test_agg_trades_are_landed_and_trades_counted(tmp_path):
+    trade = {"stream": "btcusdt@trade", "data": {"e": "trade", "E": T0, "s": "BTCUSDT", "t": 9}}
+    messages = [
+        _rest_snapshot(100, **BOOK),
+        *_spot_events("BTCUSDT", 101, 2),
+        _agg("BTCUSDT", 7, 100.5, 0.25, 70, 72, T0 + 5, True),
+        _agg("ETHUSDT", 3, 2000.0, 1.0, 30, 30, T0 + 6, False),
+        trade,
+        _agg("BTCUSDT", 8, 100.75, 1.5, 73, 73, T0 + 86_400_000, False),  # the next UTC day
+        _agg("BTCUSDT", 7, 100.5, 0.25, 70, 72, T0 + 5, True),  # repeated after a reconnect
+    ]
+    path = _write_recording(tmp_path / "btcusdt.txt", messages)
+    result = replay([path], "BTCUSDT")
+    assert (result.messages["agg_trade"], result.messages["trade"]) == (3, 1)
+    expected = pl.DataFrame(
+        {
+            "agg_trade_id": [7, 8],
+            "ts": [dt.datetime.fromtimestamp((T0 + d) / 1000, dt.UTC) for d in (5, 86_400_000)],
+            "price": [100.5, 100.75],
+            "qty": [0.25, 1.5],
+            "first_trade_id": [70, 73],
+            "last_trade_id": [72, 73],
+            "is_buyer_maker": [True, False],
+            "source": ["binance_replay"] * 2,
+        },
+        schema=AGG_TRADE_SCHEMA,
+    )
+    assert result.agg_trades.equals(expected)
+
+    from dagster_project.backfill import replay_recordings
+    from dagster_project.lake import Lake
+
+    lake = Lake(tmp_path / "lake")
+    replay_recordings(lake, [str(path)], "BTCUSDT")
+    landed = pl.read_parquet(lake.root / "raw/agg_trades/**/*.parquet", hive_partitioning=True)
+    assert landed.sort("agg_trade_id")["agg_trade_id"].to_list() == [7, 8]
+    assert landed["date"].cast(pl.String).to_list() == ["2023-11-14", "2023-11-15"]
+
+
+@pytest.mark.shared_data
+def test_real_agg_trade_is_landed(merged_spot):
+    tied = [(ns, enveloped) for ns, _, enveloped in merged_spot]
+    result = replay_messages(tied, "NKNUSDT")
+    assert result.messages["agg_trade"] == 1
+    assert result.agg_trades.drop("source").row(0) == (
+        15_683_430,
+        dt.datetime(2021, 10, 12, 0, 28, 43, 963_000, tzinfo=dt.UTC),
+        0.3528,
+        58.0,
+        19_862_790,
+        19_862_790,
+        False,
+    )
+
+
+def test_replay_depth_cli_exits_2_with_the_counts_when_nothing_is_applied(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from dagster_project.cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    lake = tmp_path / "lake"
+    path = _write_recording(tmp_path / "btcusdt.txt", _spot_events("BTCUSDT", 101, 3))
+    replay_depth = ["--lake", str(lake), "replay-depth", "--symbol", "BTCUSDT"]
+    result = CliRunner().invoke(main, [*replay_depth, str(path)])
+    assert result.exit_code == 2, result.output
+    assert "error: no BTCUSDT depth event applied (applied 0, dropped 0, buffered 3" in (
+        result.output
+    )
+    assert "no BTCUSDT REST /depth snapshot" in result.output
+    assert not (lake / "raw").exists()  # nothing landed
+
+    good = _write_recording(
+        tmp_path / "good.txt", [_rest_snapshot(100, **BOOK), *_spot_events("BTCUSDT", 101, 3)]
+    )
+    result = CliRunner().invoke(main, [*replay_depth, str(good)])
+    assert result.exit_code == 0, result.output
+    assert "applied 3, dropped 0, buffered 0, resyncs 0" in result.output
+    assert "other 0" in result.output

@@ -1,49 +1,5 @@
-"""The live order-book collector: Binance's diff-depth and bookTicker streams, landed in the lake.
-
-``collect_depth(lake, CollectorConfig(symbols=("BTCUSDT", "ETHUSDT")))`` runs until SIGINT/SIGTERM
-(or a configured stop) and returns a ``CollectorSummary``. ``DepthCollector(lake, config).run()`` is
-the same as a coroutine, for callers that own an event loop.
-
-How it works (one asyncio event loop, two worker threads):
-
-- **One connection** to the combined stream ``<ws base>/stream?streams=<sym>@depth@100ms/
-  <sym>@bookTicker/...`` for every symbol (spot and USD-M futures alike; Binance allows 1024
-  streams a connection). Each depth event goes through the symbol's ``BookSynchronizer`` (Binance's
-  buffering, bridging and sequence rules, see ``orderbook.py``), which feeds the ``BookSampler``
-  (``raw/depth_snapshots`` rows on the exchange clock) and the ``DepthUpdateRecorder``
-  (``raw/depth_updates``); each bookTicker goes to the ``BookTickerCheck``.
-- **Snapshots.** Whenever a symbol's synchronizer ``needs_snapshot`` and it has buffered at least
-  one event from the current connection (Binance: open the stream, buffer, then fetch), a REST
-  ``/depth?limit=snapshot_limit`` snapshot is fetched in the REST worker thread, so the loop keeps
-  reading and buffering meanwhile. A failed fetch (after the REST client's own retries) is counted
-  and retried with backoff, and so is a snapshot that the buffered events do not bridge. A
-  snapshot fetched for a connection that has since dropped is discarded.
-- **Stale books.** ``check_stale`` runs every ``stale_check_every_s`` while connected.
-- **Reconnects.** On a disconnect or any websocket error every book is resynced (reason
-  ``reconnect``: continuity is lost), then the collector reconnects with exponential backoff and
-  jitter; a connection that stayed up ``reconnect_max_s`` resets the backoff.
-- **Flushes** every ``flush_every_s``, at each UTC midnight (the first event of a new UTC day on
-  the exchange clock, or the wall clock's midnight, plus ``midnight_grace_s`` for the other
-  symbols' first events) and at stop. A flush drains the new rows of every symbol, splits them by
-  UTC date (``ts`` / ``event_time``) and adds one immutable part per ``(table, symbol, date)`` with
-  ``Lake.append_part``, label ``c<first ms>-<last ms>`` (13-digit zero-padded, so names sort by
-  time). Writes run in the IO worker thread. Rows leave the collector only after their part is
-  written: a failed write keeps them for the next flush (and the final flush is tried
-  ``final_flush_attempts`` times; what still fails is reported as ``rows_unwritten``).
-- **Stop.** SIGINT/SIGTERM (handlers installed by ``run`` in the main thread), ``stop()`` on the
-  loop, ``request_stop()`` from any thread, ``stop_after_s`` or ``stop_after_messages``: the
-  collector stops reading, closes the socket, flushes everything it holds and returns the summary.
-
-Why not ``BookRecorder``: it keeps every row for its lifetime and has no way to hand rows over, so
-a collector running for days would grow without bound and re-pack all rows at every flush.
-``SymbolRecorder`` wires the same parts (synchronizer, sampler, updates recorder, bookTicker
-check) through the synchronizer's public observer API and swaps in a fresh sampler and recorder at
-each flush, continuing the sampler's grid exactly (see ``SymbolRecorder.take``).
-
-Rows are never written twice: a resync that replays updates already taken (a REST snapshot older
-than the last applied event) would repeat ``final_update_id`` values and sample times; those rows
-are dropped (counted in ``duplicates_dropped``) so the grain of both tables holds.
-"""
+"""``DepthCollector``: the live collector's event loop (connection, snapshots, timers, flushes,
+signals); see the package docstring for how it works."""
 
 from __future__ import annotations
 
@@ -57,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,262 +21,34 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
 from dagster_project.errors import InvalidRequestError, UnknownSymbolError
-from dagster_project.ingest.binance_rest import BinanceRestClient, BinanceRestConfig
-from dagster_project.ingest.orderbook import (
-    DEFAULT_MAX_BUFFER,
-    DEFAULT_STALE_AFTER_S,
-    MARKETS,
-    BookSampler,
-    BookSynchronizer,
-    BookTickerCheck,
-    BookTickerReport,
+from dagster_project.ingest.binance_rest import BinanceRestClient
+from dagster_project.ingest.collector.config import CollectorConfig
+from dagster_project.ingest.collector.parts import (
+    TABLES,
+    PartKey,
+    Written,
+    add_pending,
+    write_parts,
+)
+from dagster_project.ingest.collector.summary import CollectorSummary, FlushReport
+from dagster_project.ingest.collector.symbol import SymbolRecorder
+from dagster_project.ingest.orderbook.messages import (
     DepthDataError,
     DepthEvent,
     DepthSnapshot,
-    DepthUpdateRecorder,
-    OrderBook,
-    SyncStats,
     decode_book_ticker_payload,
     decode_depth_event_payload,
 )
 from dagster_project.lake import Lake
-from dagster_project.schemas import RAW_TABLES
 
 log = logging.getLogger(__name__)
 
-SOURCE = "binance_stream"
-LAYER = "raw"
-TABLES = ("depth_snapshots", "depth_updates")
-WS_BASE_URLS = {
-    "spot": "wss://stream.binance.com:9443",
-    "futures_um": "wss://fstream.binance.com",
-}
-MAX_STREAMS = 1024  # Binance's limit of streams on one connection (spot and USD-M futures)
 RECONNECT_RESYNC = "reconnect"  # resync reason when the connection is lost
 MALFORMED_RESYNC = "malformed_event"  # resync reason when a depth event cannot be decoded
 
 _DAY_MS = 86_400_000
 _ENVELOPE = b'{"stream":"'
 _DEPTH, _TICKER = "depth", "book_ticker"
-
-
-# --------------------------------------------------------------------------------------------
-# Configuration and results
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CollectorConfig:
-    """What to collect, from where, and how often to land it. Defaults suit production spot."""
-
-    # Symbols to collect (upper case); each adds two streams to the one connection.
-    symbols: tuple[str, ...] = ("BTCUSDT",)
-    # "spot" or "futures_um" (USD-M futures: events carry `pu`, bridging differs slightly).
-    market: str = "spot"
-    # Websocket base URL; None: Binance's for the market (WS_BASE_URLS). A local server in tests.
-    ws_base_url: str | None = None
-    # REST client settings for snapshots; None: BinanceRestConfig.preset(market).
-    rest: BinanceRestConfig | None = None
-    # Sampling cadence of raw/depth_snapshots on the exchange clock, seconds (whole ms).
-    cadence_s: float = 1.0
-    # Levels per side in a sampled row (at most snapshot_limit).
-    levels: int = 50
-    # Levels per side of a REST snapshot. Weight: spot 50 (up to 1000; 5000 would cost 250),
-    # USD-M futures 20. Fetched once per (re)sync, so a flapping connection costs little.
-    snapshot_limit: int = 1000
-    # Seconds between flushes to the lake (also at stop and at each UTC midnight).
-    flush_every_s: float = 60.0
-    # After a symbol's first event of a new UTC day (or the wall clock's midnight), wait this
-    # long for the other symbols' first events before the midnight flush.
-    midnight_grace_s: float = 2.0
-    # No depth event for this long while connected: the book is stale and is resynced.
-    stale_after_s: float = DEFAULT_STALE_AFTER_S
-    # How often the stale check runs, seconds.
-    stale_check_every_s: float = 1.0
-    # Reconnect backoff: first wait and ceiling (doubling, +-20% jitter); a connection that stayed
-    # up at least reconnect_max_s starts the next backoff from reconnect_initial_s again.
-    reconnect_initial_s: float = 1.0
-    reconnect_max_s: float = 60.0
-    # Snapshot retry backoff once the REST client's own retries are exhausted.
-    snapshot_retry_initial_s: float = 1.0
-    snapshot_retry_max_s: float = 60.0
-    # Depth events held per symbol while waiting for a snapshot (oldest dropped first).
-    max_buffer: int = DEFAULT_MAX_BUFFER
-    # Websocket opening-handshake timeout; keepalive pings (None: off). Binance pings clients
-    # too (spot every 20 s, futures every 3 min) and websockets answers them.
-    open_timeout_s: float = 10.0
-    ping_interval_s: float | None = 20.0
-    ping_timeout_s: float | None = 20.0
-    # Attempts of the final flush at stop, `final_flush_retry_s` apart, before rows still
-    # unwritten are reported in the summary (rows_unwritten) and logged as lost.
-    final_flush_attempts: int = 3
-    final_flush_retry_s: float = 1.0
-    # Stop after this many seconds / websocket messages (tests, benchmarks, bounded runs);
-    # None: run until a signal or stop().
-    stop_after_s: float | None = None
-    stop_after_messages: int | None = None
-    # Install SIGINT/SIGTERM handlers while run() runs (only possible in the main thread).
-    handle_signals: bool = True
-    # The `source` column of every landed row.
-    source: str = SOURCE
-
-    def __post_init__(self) -> None:
-        symbols = (self.symbols,) if isinstance(self.symbols, str) else tuple(self.symbols)
-        object.__setattr__(self, "symbols", tuple(s.upper() for s in symbols))
-        if not self.symbols or any(not s.isalnum() for s in self.symbols):
-            raise InvalidRequestError(
-                f"symbols={self.symbols!r}; expected one or more names like 'BTCUSDT'"
-            )
-        if len(set(self.symbols)) != len(self.symbols):
-            raise InvalidRequestError(f"symbols={self.symbols!r} repeats a symbol")
-        if self.market not in MARKETS:
-            raise InvalidRequestError(f"unknown market {self.market!r}; expected one of {MARKETS}")
-        if 2 * len(self.symbols) > MAX_STREAMS:
-            raise InvalidRequestError(
-                f"{len(self.symbols)} symbols need {2 * len(self.symbols)} streams; Binance "
-                f"allows {MAX_STREAMS} on one connection"
-            )
-        if self.ws_base_url is not None and not self.ws_base_url.startswith(("ws://", "wss://")):
-            raise InvalidRequestError(
-                f"ws_base_url={self.ws_base_url!r}; expected a ws:// or wss:// URL"
-            )
-        if self.rest is not None and self.rest.market != self.market:
-            raise InvalidRequestError(
-                f"rest config is for market {self.rest.market!r}; expected {self.market!r}"
-            )
-        if not 1 <= self.levels <= self.snapshot_limit:
-            raise InvalidRequestError(
-                f"levels={self.levels}; expected 1..snapshot_limit ({self.snapshot_limit})"
-            )
-        for name in ("flush_every_s", "stale_check_every_s", "reconnect_initial_s"):
-            if not getattr(self, name) > 0:
-                raise InvalidRequestError(f"{name}={getattr(self, name)}; expected > 0 seconds")
-        if self.reconnect_max_s < self.reconnect_initial_s:
-            raise InvalidRequestError(
-                f"reconnect_max_s={self.reconnect_max_s}; expected >= reconnect_initial_s"
-            )
-        if self.final_flush_attempts < 1:
-            raise InvalidRequestError(
-                f"final_flush_attempts={self.final_flush_attempts}; expected >= 1"
-            )
-
-    def streams(self) -> list[str]:
-        """The combined-stream names: ``<sym>@depth@100ms`` and ``<sym>@bookTicker`` per symbol."""
-        kinds = ("depth@100ms", "bookTicker")
-        return [f"{symbol.lower()}@{kind}" for symbol in self.symbols for kind in kinds]
-
-    def stream_url(self) -> str:
-        base = (self.ws_base_url or WS_BASE_URLS[self.market]).rstrip("/")
-        return f"{base}/stream?streams={'/'.join(self.streams())}"
-
-    def rest_config(self) -> BinanceRestConfig:
-        return self.rest or BinanceRestConfig.preset(self.market)
-
-
-@dataclass(frozen=True)
-class SymbolSummary:
-    """One symbol's share of a run."""
-
-    events_applied: int
-    resyncs: dict[str, int]  # out-of-sync episodes by reason
-    snapshots_taken: int  # REST snapshots fetched for this symbol
-    snapshot_failures: int
-    duplicates_dropped: int  # rows not landed because a resync repeated them
-    rows_landed: dict[str, int]  # table -> rows written to the lake
-    book_tickers: BookTickerReport  # the book against Binance's own best bid/ask
-    sync: SyncStats  # the synchronizer's counters
-
-
-@dataclass(frozen=True)
-class CollectorSummary:
-    """What a run did; ``as_dict()`` is JSON-able (CLI output, Dagster metadata)."""
-
-    symbols: tuple[str, ...]
-    market: str
-    started_at: dt.datetime
-    stopped_at: dt.datetime
-    stop_reason: str  # "signal SIGTERM", "stop_after_messages", "stop()", ...
-    messages: dict[str, int]  # websocket messages by kind: depth, book_ticker, other, malformed
-    events_applied: int
-    resyncs: dict[str, int]  # all symbols, by reason (reconnect, sequence_gap, stale_stream, ...)
-    snapshots_taken: int  # REST snapshots fetched (including any discarded after a reconnect)
-    snapshot_failures: int  # fetches that failed after the REST client's own retries
-    rest_retries: int  # transient REST failures the client retried by itself
-    connections: int  # websocket connections opened
-    disconnects: int  # open connections lost while not stopping
-    connect_failures: int  # connection attempts that failed to open
-    flushes: int
-    flush_failures: int  # part writes that failed (their rows were kept)
-    parts_written: int
-    rows_landed: dict[str, int]  # table -> rows written
-    rows_unwritten: dict[str, int]  # table -> rows still held at the end (lost on exit)
-    duplicates_dropped: int
-    per_symbol: dict[str, SymbolSummary]
-
-    @property
-    def reconnects(self) -> int:
-        return max(0, self.connections - 1)
-
-    @property
-    def ok(self) -> bool:
-        """True when every received row reached the lake."""
-        return not any(self.rows_unwritten.values())
-
-    @property
-    def duration_s(self) -> float:
-        return (self.stopped_at - self.started_at).total_seconds()
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "symbols": list(self.symbols),
-            "market": self.market,
-            "started_at": self.started_at.isoformat(),
-            "stopped_at": self.stopped_at.isoformat(),
-            "duration_s": round(self.duration_s, 3),
-            "stop_reason": self.stop_reason,
-            "messages": dict(self.messages),
-            "events_applied": self.events_applied,
-            "resyncs": dict(self.resyncs),
-            "snapshots_taken": self.snapshots_taken,
-            "snapshot_failures": self.snapshot_failures,
-            "rest_retries": self.rest_retries,
-            "connections": self.connections,
-            "reconnects": self.reconnects,
-            "disconnects": self.disconnects,
-            "connect_failures": self.connect_failures,
-            "flushes": self.flushes,
-            "flush_failures": self.flush_failures,
-            "parts_written": self.parts_written,
-            "rows_landed": dict(self.rows_landed),
-            "rows_unwritten": dict(self.rows_unwritten),
-            "duplicates_dropped": self.duplicates_dropped,
-            "ok": self.ok,
-            "book_tickers": {
-                symbol: {
-                    "compared": s.book_tickers.compared,
-                    "mismatched": s.book_tickers.mismatched,
-                    "not_comparable": s.book_tickers.not_comparable,
-                }
-                for symbol, s in self.per_symbol.items()
-            },
-        }
-
-
-@dataclass(frozen=True)
-class FlushReport:
-    """One flush, passed to ``on_flush`` (a CLI progress bar, a Dagster log line)."""
-
-    reason: str  # periodic, utc_midnight, stop, requested
-    parts: tuple[Path, ...]  # files written
-    rows: dict[str, int]  # table -> rows written by this flush
-    failed: int  # part writes that failed (rows kept)
-    rows_pending: int  # rows still held after this flush (failed writes)
-    totals: dict[str, int]  # table -> rows landed so far
-
-
-# --------------------------------------------------------------------------------------------
-# Entry points
-# --------------------------------------------------------------------------------------------
 
 
 def collect_depth(
@@ -366,7 +93,7 @@ class DepthCollector:
         self._ran = False
         self._stopping = False
         self._connection_id = 0
-        self._pending: dict[tuple[str, str, str], list[pl.DataFrame]] = {}
+        self._pending: dict[PartKey, list[pl.DataFrame]] = {}
         self._snapshot_tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = threading.Event()  # wakes the REST client's retry sleeps at shutdown
@@ -401,7 +128,7 @@ class DepthCollector:
         async with self._flush_lock:
             self._collect_rows()
             batches = {key: list(frames) for key, frames in self._pending.items()}
-            writing = self._loop.run_in_executor(self._io_pool, self._write, batches)
+            writing = self._loop.run_in_executor(self._io_pool, write_parts, self.lake, batches)
             try:
                 results = await asyncio.shield(writing)
             except asyncio.CancelledError:
@@ -750,59 +477,9 @@ class DepthCollector:
     def _collect_rows(self) -> None:
         """Move every book's new rows into ``_pending``, split by table, symbol and UTC date."""
         for symbol, book in self.books.items():
-            for table, frame in book.take(self.config.source).items():
-                if frame.height == 0:
-                    continue
-                time_column = RAW_TABLES[table][1]
-                dated = frame.with_columns(pl.col(time_column).dt.date().alias("_date"))
-                for (day,), part in dated.partition_by(
-                    "_date", as_dict=True, maintain_order=True
-                ).items():
-                    key = (table, symbol, day.isoformat())
-                    self._pending.setdefault(key, []).append(part.drop("_date"))
+            add_pending(self._pending, symbol, book.take(self.config.source))
 
-    def _write(
-        self, batches: dict[tuple[str, str, str], list[pl.DataFrame]]
-    ) -> list[tuple[tuple[str, str, str], Path | None, int]]:
-        """Runs in the IO thread: one ``append_part`` per (table, symbol, date)."""
-        results: list[tuple[tuple[str, str, str], Path | None, int]] = []
-        for key, frames in batches.items():
-            table, symbol, day = key
-            frame = pl.concat(frames) if len(frames) > 1 else frames[0]
-            keys = {"symbol": symbol, "date": day}
-            try:
-                label = self._part_label(table, keys, frame)
-                path = self.lake.append_part(LAYER, table, keys, frame, label)
-            except Exception as exc:  # noqa: BLE001 - keep the rows whatever went wrong
-                log.error(
-                    "could not write %d %s rows of %s %s (%s: %s); keeping them for the next flush",
-                    frame.height,
-                    table,
-                    symbol,
-                    day,
-                    type(exc).__name__,
-                    exc,
-                )
-                results.append((key, None, frame.height))
-            else:
-                results.append((key, path, frame.height))
-        return results
-
-    def _part_label(self, table: str, keys: dict[str, str], frame: pl.DataFrame) -> str:
-        """``c<first ms>-<last ms>``, zero-padded so that names sort by time; ``_<n>`` is added in
-        the (practically impossible) case of a part with the same times already there."""
-        times = frame[RAW_TABLES[table][1]].cast(pl.Int64) // 1000
-        label = f"c{times.min():013d}-{times.max():013d}"
-        folder = self.lake.partition_dir(LAYER, table, keys)
-        unique, n = label, 0
-        while (folder / f"part-{unique}.parquet").exists():
-            n += 1
-            unique = f"{label}_{n}"
-        return unique
-
-    def _settle(
-        self, reason: str, results: list[tuple[tuple[str, str, str], Path | None, int]]
-    ) -> FlushReport:
+    def _settle(self, reason: str, results: list[Written]) -> FlushReport:
         """Back on the loop: forget the rows that were written, keep the rest."""
         self.flushes += 1
         rows = dict.fromkeys(TABLES, 0)
@@ -917,132 +594,5 @@ class DepthCollector:
         self.stop(f"signal {sig.name}")
 
 
-# --------------------------------------------------------------------------------------------
-# One symbol
-# --------------------------------------------------------------------------------------------
-
-
-class SymbolRecorder:
-    """One symbol's synchronizer, sampler, updates recorder and bookTicker check (the parts of
-    ``orderbook.BookRecorder``), with the rows handed over and forgotten at every ``take``."""
-
-    def __init__(self, symbol: str, config: CollectorConfig) -> None:
-        cadence_ms = config.cadence_s * 1000
-        if cadence_ms < 1 or abs(cadence_ms - round(cadence_ms)) > 1e-9:
-            raise InvalidRequestError(
-                f"cadence_s={config.cadence_s}; expected a whole number of milliseconds >= 0.001 s"
-            )
-        self.symbol = symbol
-        self._cadence_ms, self._levels = round(cadence_ms), config.levels
-        self.sync = BookSynchronizer(
-            symbol, config.market, config.stale_after_s, config.max_buffer, observers=[self]
-        )
-        self.tickers = BookTickerCheck()
-        self.sync.add_observer(self.tickers)
-        self._sampler = BookSampler(self._cadence_ms, self._levels)
-        self._updates = DepthUpdateRecorder()
-        self._max_event_ms: int | None = None  # latest applied event time since the last sync
-        self._last_taken = {"depth_snapshots": None, "depth_updates": None}
-        # bookkeeping read by the collector
-        self.connection_events = 0  # depth events received on the current connection
-        self.fetching = False
-        self.day: int | None = None  # UTC day (exchange clock) of the latest event
-        self.snapshots_taken = 0
-        self.snapshot_failures = 0
-        self.duplicates_dropped = 0
-        self.rows_landed = dict.fromkeys(TABLES, 0)
-
-    # The synchronizer's observer hooks: forward to the current sampler and recorder.
-    def before_apply(self, event: DepthEvent, book: OrderBook) -> None:
-        self._sampler.before_apply(event, book)
-
-    def after_apply(self, event: DepthEvent, book: OrderBook) -> None:
-        self._sampler.after_apply(event, book)
-        self._updates.after_apply(event, book)
-        if self._max_event_ms is None or event.event_time_ms > self._max_event_ms:
-            self._max_event_ms = event.event_time_ms
-
-    def on_desync(self, reason: str) -> None:
-        self._sampler.on_desync(reason)
-        self._max_event_ms = None
-
-    def take(self, source: str) -> dict[str, pl.DataFrame]:
-        """The rows recorded since the last take, by table; later rows go to fresh recorders.
-
-        The new sampler continues the old one's grid: a synced ``BookSampler`` always waits to
-        write the first grid time at or after the latest event it saw, which is exactly where a
-        sampler starts after the first event of a sync, so it is primed with that event time.
-        """
-        sampler, updates = self._sampler, self._updates
-        self._sampler = BookSampler(self._cadence_ms, self._levels)
-        self._updates = DepthUpdateRecorder()
-        if self._max_event_ms is not None:
-            self._sampler.after_apply(_grid_mark(self._max_event_ms), self.sync.book)
-        frames = {
-            "depth_snapshots": sampler.to_frame(source),
-            "depth_updates": updates.to_frame(source),
-        }
-        return {
-            "depth_snapshots": self._fresh("depth_snapshots", frames["depth_snapshots"], "ts"),
-            "depth_updates": self._fresh(
-                "depth_updates", frames["depth_updates"], "final_update_id"
-            ),
-        }
-
-    def _fresh(self, table: str, frame: pl.DataFrame, column: str) -> pl.DataFrame:
-        """Rows whose ``column`` rises above every value taken before (the grain stays unique)."""
-        if frame.height == 0:
-            return frame
-        key = pl.col(column).cast(pl.Int64)
-        last = self._last_taken[table]
-        floor = pl.max_horizontal(key.cum_max().shift(1), pl.lit(last, pl.Int64))  # nulls ignored
-        fresh = frame.filter(floor.is_null() | (key > floor))
-        dropped = frame.height - fresh.height
-        if dropped:
-            self.duplicates_dropped += dropped
-            log.warning(
-                "%s: %d %s rows repeat %s values already recorded (a resync replayed them); "
-                "dropped",
-                self.symbol,
-                dropped,
-                table,
-                column,
-            )
-        if fresh.height:
-            self._last_taken[table] = fresh[column].cast(pl.Int64).max()
-        return fresh
-
-    def summary(self) -> SymbolSummary:
-        stats = self.sync.stats
-        return SymbolSummary(
-            events_applied=stats.events_applied,
-            resyncs=dict(stats.resyncs),
-            snapshots_taken=self.snapshots_taken,
-            snapshot_failures=self.snapshot_failures,
-            duplicates_dropped=self.duplicates_dropped,
-            rows_landed=dict(self.rows_landed),
-            book_tickers=self.tickers.report(),
-            sync=replace(stats, resyncs=dict(stats.resyncs)),
-        )
-
-
-def _grid_mark(event_time_ms: int) -> DepthEvent:
-    """An empty event at ``event_time_ms``: what primes a fresh sampler's grid."""
-    return DepthEvent(event_time_ms, 0, 0, None, (), ())
-
-
 def _seconds_to_utc_midnight(now_s: float) -> float:
     return _DAY_MS / 1000 - now_s % (_DAY_MS / 1000)
-
-
-__all__ = [
-    "SOURCE",
-    "WS_BASE_URLS",
-    "CollectorConfig",
-    "CollectorSummary",
-    "DepthCollector",
-    "FlushReport",
-    "SymbolRecorder",
-    "SymbolSummary",
-    "collect_depth",
-]

@@ -27,7 +27,12 @@ How it behaves:
   (its own budget, ``max_rate_limit_retries``). 418 (IP banned) raises ``BinanceIPBannedError`` at
   once and the client refuses further requests until the ban is over. Other 4xx map Binance's
   ``{"code", "msg"}``: -1121 -> ``UnknownSymbolError``, -1120 -> ``UnsupportedIntervalError``,
-  anything else -> ``BinanceAPIError`` with code, msg and URL.
+  anything else -> ``BinanceAPIError`` with code, msg and URL. A 404 (Binance answers it with an
+  empty body) means no such endpoint: the message names the URL and the base URL and market to fix.
+  A kline field that is not a number is named with the symbol, row, open time and field.
+- **Symbols.** exchangeInfo (weight 20 on spot) is fetched once per client; ``check_symbols``
+  names every symbol it does not list. A client may be handed the exchangeInfo body another client
+  fetched earlier in the run (``RestSource`` does), so a run asks for it once, not once per symbol.
 - **Counters.** ``client.stats`` counts requests, weight, 429s, retries and seconds waited.
 
 - **Aggregate trades, paged by id.** Binance pages ``/aggTrades`` by ``fromId``; a time filter
@@ -266,7 +271,9 @@ class BinanceRestClient:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        exchange_info: Mapping[str, Any] | None = None,
     ):
+        """``exchange_info``: a body already fetched this run, used instead of asking again."""
         self.config = config or BinanceRestConfig()
         self.stats = RequestStats()
         self._clock, self._sleep = clock, sleep
@@ -279,6 +286,9 @@ class BinanceRestClient:
         self._used_by_window: dict[int, int] = {}  # weight window index -> weight used in it
         self._banned_until = 0.0
         self._exchange_info: dict[str, Any] | None = None
+        if exchange_info is not None:
+            self._exchange_info = dict(exchange_info)
+            self._adopt_published_limit(self._exchange_info)
 
     def __enter__(self) -> BinanceRestClient:
         return self
@@ -313,7 +323,7 @@ class BinanceRestClient:
             rows = self._klines_page(symbol, interval, start_ms, end_ms - 1)
             if not rows:
                 return
-            yield klines_from_binance_rows(_rows_in_range(rows, start_ms, end_ms), SOURCE)
+            yield _klines_page_frame(_rows_in_range(rows, start_ms, end_ms), symbol, interval)
             if len(rows) < self.config.page_limit:  # Binance had nothing more in the range
                 return
             start_ms = int(rows[-1][0]) + step_ms
@@ -378,6 +388,19 @@ class BinanceRestClient:
             self._adopt_published_limit(self._exchange_info)
         return self._exchange_info
 
+    @property
+    def fetched_exchange_info(self) -> dict[str, Any] | None:
+        """The exchangeInfo body if this client has it already (never sends a request)."""
+        return self._exchange_info
+
+    def check_symbols(self, symbols: Sequence[str]) -> None:
+        """Raise ``UnknownSymbolError`` naming every symbol exchangeInfo does not list (one
+        request at most); warn for each listed one that is not TRADING."""
+        unknown = [symbol for symbol in symbols if not self._is_listed(symbol)]
+        if unknown:
+            listing = self._listing()
+            raise UnknownSymbolError(_unknown_symbols_message(unknown, self.config, listing))
+
     def validate(self, symbol: str, interval: str) -> None:
         """Raise unless ``interval`` is offered and ``symbol`` listed; warn if it is not TRADING."""
         self.check_interval(interval)
@@ -385,10 +408,18 @@ class BinanceRestClient:
 
     def validate_symbol(self, symbol: str) -> None:
         """Raise unless exchangeInfo lists ``symbol``; warn if it is not TRADING."""
-        listing = {s["symbol"]: s for s in self.exchange_info().get("symbols", [])}
-        entry = listing.get(symbol)
-        if entry is None:
+        if not self._is_listed(symbol):
+            listing = self._listing()
             raise UnknownSymbolError(_unknown_symbol_message(symbol, self.config, listing))
+
+    def _listing(self) -> dict[str, Mapping[str, Any]]:
+        return {s["symbol"]: s for s in self.exchange_info().get("symbols", [])}
+
+    def _is_listed(self, symbol: str) -> bool:
+        """Whether exchangeInfo lists ``symbol``; a listed symbol not TRADING is logged."""
+        entry = self._listing().get(symbol)
+        if entry is None:
+            return False
         status = entry.get("status", "TRADING")
         if status != "TRADING":
             log.warning(
@@ -397,6 +428,7 @@ class BinanceRestClient:
                 self.config.market,
                 status,
             )
+        return True
 
     def check_interval(self, interval: str) -> None:
         """Raise ``UnsupportedIntervalError`` unless candlelake and this market support it."""
@@ -542,7 +574,7 @@ class BinanceRestClient:
             )
         if status >= 500:
             raise _Transient(f"HTTP {status}: {_error_text(response)}")
-        raise _client_error(response, url)
+        raise _client_error(response, url, self.config)
 
     # -- request weight --------------------------------------------------------------------------
 
@@ -823,15 +855,23 @@ def _rows_in_range(rows: list[list[Any]], start_ms: int, end_ms: int) -> list[li
     return kept
 
 
-def _client_error(response: httpx.Response, url: str) -> Exception:
+def _client_error(response: httpx.Response, url: str, config: BinanceRestConfig) -> Exception:
     code, msg = _binance_error(response)
+    if response.status_code == 404 and code is None:
+        return BinanceAPIError(
+            f"GET {url} answered HTTP 404 ({msg or 'empty body'}): no such endpoint at "
+            f"base_url {config.base_url} for market {config.market!r}; expected Binance's "
+            f"{config.market} API there (paths {_API_PREFIX[config.market]}/...): check base_url "
+            "and market (spot: https://api.binance.com, USD-M futures: https://fapi.binance.com "
+            "with market 'futures_um')"
+        )
     if code == -1121:
         return UnknownSymbolError(f"Binance does not list the symbol in GET {url}: {code} {msg}")
     if code == -1120:
         return UnsupportedIntervalError(f"Binance rejected the interval in GET {url}: {code} {msg}")
     if code is None:
         return BinanceAPIError(
-            f"Binance rejected GET {url} with HTTP {response.status_code}: {msg}"
+            f"Binance rejected GET {url} with HTTP {response.status_code}: {msg or 'empty body'}"
         )
     return BinanceAPIError(
         f"Binance rejected GET {url} with HTTP {response.status_code}, code {code}: {msg}"
@@ -856,12 +896,83 @@ def _error_text(response: httpx.Response) -> str:
 def _unknown_symbol_message(
     symbol: str, config: BinanceRestConfig, listing: Mapping[str, Any]
 ) -> str:
-    close = difflib.get_close_matches(symbol.upper(), list(listing), n=3, cutoff=0.75)
+    close = _close_matches(symbol, listing)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return (
         f"symbol {symbol!r} is not listed on Binance {config.market} ({config.base_url}); "
         f"expected one of its {len(listing)} exchangeInfo symbols{hint}"
     )
+
+
+def _unknown_symbols_message(
+    symbols: Sequence[str], config: BinanceRestConfig, listing: Mapping[str, Any]
+) -> str:
+    hints = [
+        f"{symbol} (did you mean {', '.join(close)}?)"
+        for symbol in symbols
+        if (close := _close_matches(symbol, listing))
+    ]
+    verb = "is" if len(symbols) == 1 else "are"
+    return (
+        f"{', '.join(symbols)} {verb} not listed on Binance {config.market} ({config.base_url})"
+        f"{': ' + '; '.join(hints) if hints else ''}; expected symbols among its {len(listing)} "
+        "exchangeInfo symbols"
+    )
+
+
+def _close_matches(symbol: str, listing: Mapping[str, Any]) -> list[str]:
+    return difflib.get_close_matches(symbol.upper(), list(listing), n=3, cutoff=0.75)
+
+
+# The 11 kline fields the contract keeps, in Binance's order; the 12th ("ignore") is dropped.
+_KLINE_FIELDS: tuple[tuple[str, type], ...] = (
+    ("open_time", int), ("open", float), ("high", float), ("low", float), ("close", float),
+    ("volume", float), ("close_time", int), ("quote_volume", float), ("trades", int),
+    ("taker_buy_base_volume", float), ("taker_buy_quote_volume", float),
+)  # fmt: skip
+
+
+def _klines_page_frame(rows: list[list[Any]], symbol: str, interval: str) -> pl.DataFrame:
+    """``rows`` as the contract; a malformed row is named with its symbol, index, open time and
+    field (a slow pass, run only once the fast conversion has failed)."""
+    try:
+        return klines_from_binance_rows(rows, SOURCE)
+    except SourceDataError as exc:
+        named = _malformed_kline(rows, symbol, interval)
+        if named is None:
+            raise
+        raise named from exc
+
+
+def _malformed_kline(rows: list[list[Any]], symbol: str, interval: str) -> SourceDataError | None:
+    for index, row in enumerate(rows):
+        problem = _kline_row_problem(row)
+        if problem is None:
+            continue
+        opened = _open_time_text(row[0] if row else None)
+        return SourceDataError(
+            f"Binance {symbol} {interval} kline row {index} of the page (open time {opened}): "
+            f"{problem}: {str(row)[:200]}; expected 12 fields, numbers or numeric strings"
+        )
+    return None
+
+
+def _kline_row_problem(row: Any) -> str | None:
+    if not isinstance(row, list | tuple) or len(row) < len(_KLINE_FIELDS):
+        return f"{len(row) if isinstance(row, list | tuple) else 0} fields"
+    for (name, kind), value in zip(_KLINE_FIELDS, row, strict=False):
+        try:
+            kind(value)
+        except (TypeError, ValueError):
+            return f"{name} is {value!r}, not {'an integer' if kind is int else 'a number'}"
+    return None
+
+
+def _open_time_text(value: Any) -> str:
+    try:
+        return dt.datetime.fromtimestamp(int(value) / 1000, UTC).isoformat()
+    except (TypeError, ValueError, OverflowError, OSError):
+        return f"{value!r} (not epoch milliseconds)"
 
 
 __all__ = [

@@ -12,10 +12,23 @@ Layout of the source (and of the cache, which mirrors it)::
     data/{spot|futures/um}/{monthly|daily}/aggTrades/SYMBOL/SYMBOL-aggTrades-YYYY-MM[-DD].zip
     ...and beside each zip ``<zip>.CHECKSUM`` holding ``<sha256>  <zip name>``
 
-A zip in the cache with its ``.CHECKSUM`` beside it has been verified and is never downloaded again.
+A zip in the cache with its ``.CHECKSUM`` beside it has been verified and is not downloaded again,
+unless it no longer parses: then it is dropped from the cache and fetched again (logged). An archive
+that matches its published checksum yet does not parse is dropped too and the error says it is
+broken as published; nothing that fails to parse stays in the cache.
+
+Which symbols exist is read from Binance's S3 bucket listing (``?prefix=data/spot/daily/klines/
+SYMBOL/&delimiter=/``, ListObjects XML; ``VisionConfig.listing_url``), one small request per symbol,
+whatever the range: a symbol with nothing under its daily and monthly folders is unknown
+(``UnknownSymbolError``, from ``check_symbols`` or from a fetch whose archives were all 404). A 404
+alone cannot tell an unknown symbol from a listed one without archives in the range (before its
+listing, after its delisting), and asking every archive of a long range costs a request per day.
+
 Spot CSVs have no header; futures CSVs have one from 2022 on; spot files from 2025-01-01 carry
-microsecond timestamps, everything else milliseconds (decided per value). aggTrades CSVs hold
-``agg_trade_id, price, quantity, first_trade_id, last_trade_id, transact_time, is_buyer_maker``
+microsecond timestamps, everything else milliseconds (decided per value). Kline close times follow
+Binance's documented convention (open + interval - 1 ms, as REST sends them) from every file: the
+µs files' ``…59.999999`` becomes ``…59.999``; aggTrades keep their µs trade times. aggTrades CSVs
+hold ``agg_trade_id, price, quantity, first_trade_id, last_trade_id, transact_time, is_buyer_maker``
 plus ``is_best_match`` on spot (dropped), booleans as ``True``/``False`` (spot) or
 ``true``/``false`` (futures).
 """
@@ -33,6 +46,7 @@ import math
 import os
 import re
 import threading
+import xml.etree.ElementTree as ElementTree
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -50,6 +64,7 @@ from dagster_project.errors import (
     ChecksumMismatchError,
     InvalidRequestError,
     SourceDataError,
+    UnknownSymbolError,
 )
 from dagster_project.klines import (
     RAW_KLINE_COLUMNS,
@@ -69,6 +84,11 @@ SOURCE = "binance_vision"
 # Market name -> the folder under data/ on data.binance.vision.
 MARKETS: dict[str, str] = {"spot": "spot", "futures_um": "futures/um"}
 
+OFFICIAL_BASE_URL = "https://data.binance.vision"
+# The S3 bucket behind data.binance.vision; its pages list folders from here (ListObjects v1).
+BINANCE_BUCKET_URL = "https://s3-ap-northeast-1.amazonaws.com/data.binance.vision"
+_S3 = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+
 Period = Literal["monthly", "daily"]
 Dataset = Literal["klines", "aggTrades"]
 _T = TypeVar("_T")
@@ -84,7 +104,10 @@ class VisionConfig:
     """Where and how Binance Vision archives are fetched."""
 
     # Root of the archive tree; a local server in tests.
-    base_url: str = "https://data.binance.vision"
+    base_url: str = OFFICIAL_BASE_URL
+    # The bucket listing that says which symbols exist; "": Binance's S3 bucket for the official
+    # base_url, else base_url itself (a mirror or local server that lists at its root, as S3 does).
+    listing_url: str = ""
     # "spot" or "futures_um" (USD-M futures, published under data/futures/um/).
     market: str = "spot"
     # Downloaded archives live here in Binance's own layout; <lake>/.cache/vision by
@@ -117,6 +140,13 @@ class VisionConfig:
                 "max_retries >= 0 and max_workers >= 1"
             )
         object.__setattr__(self, "cache_dir", Path(self.cache_dir))
+
+    @property
+    def bucket_listing_url(self) -> str:
+        if self.listing_url:
+            return self.listing_url.rstrip("/")
+        base = self.base_url.rstrip("/")
+        return BINANCE_BUCKET_URL if base == OFFICIAL_BASE_URL else base
 
 
 @dataclass(frozen=True)
@@ -280,6 +310,8 @@ class VisionClient:
         self.config = config or VisionConfig()
         self.stats = VisionStats()
         self._stats_lock = threading.Lock()
+        self._reused: set[Path] = set()  # archives this client took from the cache unchecked
+        self._listed: dict[tuple[str, str], bool] = {}  # (symbol, dataset) -> in the listing
         self._owns_http = http is None
         self._http = http or httpx.Client(
             timeout=httpx.Timeout(self.config.timeout_s),
@@ -336,7 +368,10 @@ class VisionClient:
             "Binance Vision %s [%s, %s): %d archives planned",
             what, time_range.start.isoformat(), time_range.end.isoformat(), len(plan),
         )  # fmt: skip
-        frames = self._map(read, self.download_all(plan))
+        located = self._locate(plan)
+        if plan and not located:
+            self.check_symbols([plan[0].symbol], plan[0].dataset)
+        frames = self._map(lambda found: self._read_archive(*found, read), located)
         frame = pl.concat(frames, how="vertical") if frames else empty_frame
         frame = frame.filter(
             pl.col(time_column) >= time_range.start, pl.col(time_column) < time_range.end
@@ -349,33 +384,38 @@ class VisionClient:
     def download_all(self, archives: Sequence[VisionArchive]) -> list[Path]:
         """Cached, verified paths of ``archives``; a monthly archive that is not published is
         replaced by its daily archives, and a daily archive that is not published by nothing."""
+        return [path for _, path in self._locate(archives)]
+
+    def _locate(self, archives: Sequence[VisionArchive]) -> list[tuple[VisionArchive, Path]]:
+        """``download_all``, keeping which archive each path holds."""
         found = self._map(self.download, archives)
+        located: list[tuple[VisionArchive, Path]] = []
         fallback: list[VisionArchive] = []
         for archive, path in zip(archives, found, strict=True):
-            if path is None and archive.period == "monthly":
+            if path is not None:
+                located.append((archive, path))
+            elif archive.period == "monthly":
                 logger.info(
                     "%s is not published (HTTP 404); using its daily archives", archive.name
                 )
                 fallback.extend(archive.days())
-            elif path is None:
+            else:
                 logger.info(
                     "%s is not published (HTTP 404): no %s %s data for %s",
                     archive.name, archive.symbol, archive.label, archive.day.isoformat(),
                 )  # fmt: skip
-        if fallback:
-            found = [p for p in found if p is not None] + self.download_all(fallback)
-        return [path for path in found if path is not None]
+        return located + (self._locate(fallback) if fallback else [])
 
     def download(self, archive: VisionArchive) -> Path | None:
         """The cached, verified archive, downloading it first if needed; None if not published."""
         final = self.config.cache_dir / archive.path
         if self._is_cached(final):
-            self._count(files_reused=1)
+            self._note_reused(final)
             return final
         final.parent.mkdir(parents=True, exist_ok=True)
-        with _exclusive_lock(self.config.cache_dir / ".locks" / (archive.path + ".lock")):
+        with _exclusive_lock(self._lock_path(archive)):
             if self._is_cached(final):  # another process finished it while we waited
-                self._count(files_reused=1)
+                self._note_reused(final)
                 return final
             try:
                 return self._download_locked(archive, final)
@@ -383,6 +423,116 @@ class VisionClient:
                 logger.debug("%s: HTTP 404", archive.url(self.config.base_url))
                 self._count(files_missing=1)
                 return None
+
+    # -- parsing, with the cache re-checked on failure ---------------------------------------------
+
+    def _read_archive(
+        self, archive: VisionArchive, path: Path, read: Callable[[Path], pl.DataFrame]
+    ) -> pl.DataFrame:
+        """``read(path)``; an archive that does not parse is dropped from the cache, and one that
+        came from the cache is downloaded again (once) before giving up."""
+        url = archive.url(self.config.base_url)
+        try:
+            return read(path)
+        except SourceDataError as exc:
+            from_cache = self._was_reused(path)
+            self._drop(archive, path)
+            if not from_cache:
+                raise SourceDataError(
+                    f"{exc}; the archive fetched from {url} {self._verification()}, so it is "
+                    f"broken as published; dropped {path} from the cache, so a rerun fetches it "
+                    "again"
+                ) from exc
+            logger.warning(
+                "cached %s does not parse (%s); dropped it from the cache and downloading it again",
+                path, exc,
+            )  # fmt: skip
+        fresh = self.download(archive)
+        if fresh is None:
+            raise SourceDataError(
+                f"cached {path} did not parse and was dropped, and {url} is no longer published "
+                "(HTTP 404); expected Binance to publish it again"
+            )
+        try:
+            return read(fresh)
+        except SourceDataError as exc:
+            self._drop(archive, fresh)
+            raise SourceDataError(
+                f"{exc}; the cached copy did not parse, so {path} was downloaded again from {url}; "
+                f"the new copy {self._verification()} and does not parse either: it is broken as "
+                "published; dropped it from the cache"
+            ) from exc
+
+    def _verification(self) -> str:
+        if self.config.verify_checksum:
+            return "matches its published checksum"
+        return "was not checked against its checksum (verify_checksum is off)"
+
+    def _drop(self, archive: VisionArchive, path: Path) -> None:
+        """Remove a cached archive and its verified mark (under the archive's download lock)."""
+        with _exclusive_lock(self._lock_path(archive)):
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".CHECKSUM").unlink(missing_ok=True)
+        with self._stats_lock:
+            self._reused.discard(path)
+
+    def _note_reused(self, path: Path) -> None:
+        with self._stats_lock:
+            self.stats.files_reused += 1
+            self._reused.add(path)
+
+    def _was_reused(self, path: Path) -> bool:
+        with self._stats_lock:
+            return path in self._reused
+
+    def _lock_path(self, archive: VisionArchive) -> Path:
+        return self.config.cache_dir / ".locks" / (archive.path + ".lock")
+
+    # -- which symbols exist: the bucket listing -----------------------------------------------
+
+    def check_symbols(self, symbols: Sequence[str], dataset: Dataset = "klines") -> None:
+        """Raise ``UnknownSymbolError`` naming every symbol Binance Vision publishes no
+        ``dataset`` archive of (daily or monthly, in this market), and the listing it read."""
+        checked = [_checked_symbol(symbol) for symbol in symbols]
+        unknown = [symbol for symbol in checked if not self.is_listed(symbol, dataset)]
+        if unknown:
+            folders = [p for symbol in unknown for p in self._symbol_folders(symbol, dataset)]
+            raise UnknownSymbolError(
+                f"Binance Vision publishes no {self.config.market} {dataset} for "
+                f"{', '.join(unknown)}: the bucket listing {self.config.bucket_listing_url} "
+                f"(?delimiter=/&prefix=...) holds nothing under {', '.join(folders)}; expected "
+                "symbols Binance lists, such as BTCUSDT"
+            )
+
+    def is_listed(self, symbol: str, dataset: Dataset = "klines") -> bool:
+        """Whether the bucket listing holds anything under the symbol's daily or monthly folder
+        (asked once per client and symbol; the monthly folder only when the daily one is empty)."""
+        key = (_checked_symbol(symbol), dataset)
+        if key not in self._listed:
+            folders = self._symbol_folders(key[0], dataset)
+            self._listed[key] = any(self._lists_anything(folder) for folder in folders)
+        return self._listed[key]
+
+    def _symbol_folders(self, symbol: str, dataset: Dataset) -> list[str]:
+        market = MARKETS[self.config.market]
+        return [f"data/{market}/{period}/{dataset}/{symbol}/" for period in ("daily", "monthly")]
+
+    def _lists_anything(self, prefix: str) -> bool:
+        listing = self.config.bucket_listing_url
+        params = {"prefix": prefix, "delimiter": "/", "max-keys": "1"}
+        url = f"{listing}?prefix={prefix}&delimiter=/&max-keys=1"
+
+        def attempt() -> bytes:
+            response = self._http.get(listing, params=params)
+            if response.status_code == 404:
+                raise BinanceAPIError(
+                    f"GET {url}: HTTP 404; expected Binance Vision's S3 bucket listing there; "
+                    "set listing_url to a listing of the archive tree"
+                )
+            _check_status(response, url)
+            return response.content
+
+        return _listing_has_entries(self._retrying(f"GET {url}", attempt), url)
 
     # -- downloading ------------------------------------------------------------------------------
 
@@ -393,7 +543,7 @@ class VisionClient:
         if final.exists():  # complete, but never verified (fetched with verify_checksum=False)
             if expected is None or _sha256(final) == expected:
                 self._mark_verified(final, checksum_text)
-                self._count(files_reused=1)
+                self._note_reused(final)
                 return final
             logger.warning("cached %s does not match its checksum; downloading it again", final)
             final.unlink()
@@ -595,9 +745,11 @@ def read_vision_csv(
     malformed row raises ``SourceDataError`` naming the file, the line and its content.
     """
     raw = _parse_csv(*_csv_bytes(path_or_bytes, name), _KLINES)
+    # µs files close a bar at ...59.999999; Binance's documented close (and REST's) is ...59.999.
+    close_ms = normalise_epoch_to_us(pl.col("close_time")) // 1000 * 1000
     return raw.with_columns(
         normalise_epoch_to_us(pl.col("open_time")).cast(TIMESTAMP),
-        normalise_epoch_to_us(pl.col("close_time")).cast(TIMESTAMP),
+        close_ms.cast(TIMESTAMP).alias("close_time"),
         pl.lit(source, pl.String).alias("source"),
     ).select(RAW_KLINE_COLUMNS)
 
@@ -633,7 +785,7 @@ def _read_single_csv(path: Path) -> tuple[bytes, str]:
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as exc:
         raise SourceDataError(
             f"{path} is truncated or corrupt ({exc}); expected a complete zip archive holding one "
-            "CSV; delete it to download it again"
+            "CSV"
         ) from exc
     return data, f"{path.name}/{members[0].filename}"
 
@@ -787,6 +939,22 @@ def _expected_total(response: httpx.Response) -> int | None:
         return int(match.group(1)) if match else None
     length = response.headers.get("Content-Length")
     return int(length) if length and length.isdigit() else None
+
+
+def _listing_has_entries(body: bytes, url: str) -> bool:
+    """Whether an S3 ListBucketResult holds any key or folder. Only the result's own children
+    count: its ``Prefix`` element echoes the request and names nothing that exists."""
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError as exc:
+        raise SourceDataError(
+            f"GET {url} answered {body[:120]!r}, not XML ({exc}); expected an S3 ListBucketResult"
+        ) from None
+    if root.tag != f"{_S3}ListBucketResult":
+        raise SourceDataError(
+            f"GET {url} answered a <{root.tag}> document; expected an S3 ListBucketResult"
+        )
+    return root.find(f"{_S3}Contents") is not None or root.find(f"{_S3}CommonPrefixes") is not None
 
 
 def _parse_checksum(text: str, url: str) -> str:

@@ -1,15 +1,22 @@
 """One settings object that names a market-data source, and the adapter that serves klines from it.
 
 The Dagster resource and the CLI both build their source here, so an asset run and a CLI run land
-exactly the same rows.
+exactly the same rows. Every adapter's ``check_symbols(symbols)`` raises ``InvalidRequestError``
+(``UnknownSymbolError`` for a well-formed symbol the source does not serve) naming every bad symbol,
+so a run can refuse them before anything lands: the simulator checks the format only, freqtrade
+looks for a file, Binance REST asks exchangeInfo (once per source, however many symbols and days
+follow) and Binance Vision its bucket listing. Every adapter closes a bar at open time + interval
+- 1 ms, Binance's documented convention.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -24,9 +31,9 @@ from dagster_project.ingest import (
     binance_vision,
     freqtrade,
     simulator,
-    stream_replay,
 )
-from dagster_project.ingest.landing import KlineSource, TradeSource
+from dagster_project.ingest.landing import SYMBOL_PATTERN, KlineSource, TradeSource
+from dagster_project.ingest.orderbook import replay as stream_replay
 from dagster_project.klines import TimeRange
 
 SOURCE_KINDS = ("simulator", "binance", "vision", "freqtrade")
@@ -69,10 +76,24 @@ def make_source(settings: SourceSettings, lake_root: Path) -> KlineSource:
     )
 
 
+def check_symbol_format(symbols: Sequence[str]) -> None:
+    """Raise ``InvalidRequestError`` naming every symbol that is not an exchange symbol."""
+    bad = [symbol for symbol in symbols if not SYMBOL_PATTERN.match(symbol)]
+    if bad:
+        raise InvalidRequestError(
+            f"bad symbols {', '.join(map(repr, bad))}; expected exchange symbols in upper case "
+            "such as BTCUSDT"
+        )
+
+
 @dataclass
 class SimulatorSource:
     config: simulator.SimulatorConfig
     name: str = "simulator"
+
+    def check_symbols(self, symbols: Sequence[str]) -> None:
+        """The simulator makes up any symbol; only the format is checked."""
+        check_symbol_format(symbols)
 
     def fetch_klines(self, symbol: str, interval: str, time_range: TimeRange) -> pl.DataFrame:
         return simulator.simulate_klines(symbol, interval, time_range, self.config)
@@ -90,22 +111,45 @@ class SimulatorSource:
 
 @dataclass
 class RestSource:
+    """Binance REST, one client per call (its connections closed when the call ends) sharing the
+    exchangeInfo body the first call fetched: a run pays its weight (20 on spot) once."""
+
     config: binance_rest.BinanceRestConfig
     name: str = "binance_rest"
+    _exchange_info: dict[str, Any] | None = field(default=None, init=False, repr=False)
+
+    def check_symbols(self, symbols: Sequence[str]) -> None:
+        check_symbol_format(symbols)
+        with self._client() as client:
+            client.check_symbols(symbols)
 
     def fetch_klines(self, symbol: str, interval: str, time_range: TimeRange) -> pl.DataFrame:
-        with binance_rest.BinanceRestClient(self.config) as client:
+        with self._client() as client:
             return client.fetch_klines(symbol, interval, time_range)
 
     def fetch_agg_trades(self, symbol: str, time_range: TimeRange) -> pl.DataFrame:
-        with binance_rest.BinanceRestClient(self.config) as client:
+        with self._client() as client:
             return client.fetch_agg_trades(symbol, time_range)
+
+    @contextlib.contextmanager
+    def _client(self) -> Iterator[binance_rest.BinanceRestClient]:
+        info = self._exchange_info
+        with binance_rest.BinanceRestClient(self.config, exchange_info=info) as client:
+            try:
+                yield client
+            finally:
+                self._exchange_info = client.fetched_exchange_info
 
 
 @dataclass
 class VisionSource:
     config: binance_vision.VisionConfig
     name: str = "binance_vision"
+
+    def check_symbols(self, symbols: Sequence[str]) -> None:
+        check_symbol_format(symbols)
+        with binance_vision.VisionClient(self.config) as client:
+            client.check_symbols(symbols)
 
     def fetch_klines(self, symbol: str, interval: str, time_range: TimeRange) -> pl.DataFrame:
         return binance_vision.fetch_klines(symbol, interval, time_range, self.config)
@@ -121,6 +165,15 @@ class FreqtradeSource:
     folder: Path
     name: str = "freqtrade"
 
+    def check_symbols(self, symbols: Sequence[str]) -> None:
+        """A symbol without a file in the folder is unknown."""
+        check_symbol_format(symbols)
+        files = freqtrade.scan_freqtrade_dir(self.folder)
+        have = {f.symbol for f in files}
+        unknown = [symbol for symbol in symbols if symbol not in have]
+        if unknown:
+            raise self._no_file(unknown, files)
+
     def fetch_klines(self, symbol: str, interval: str, time_range: TimeRange) -> pl.DataFrame:
         files = freqtrade.scan_freqtrade_dir(self.folder)
         matching = [f for f in files if f.symbol == symbol and f.interval == interval]
@@ -130,13 +183,18 @@ class FreqtradeSource:
                 raise UnsupportedIntervalError(
                     f"{self.folder} has {symbol} only at intervals {have}, not {interval!r}"
                 )
-            raise UnknownSymbolError(
-                f"{self.folder} holds no freqtrade file for {symbol}; it has "
-                f"{sorted({f.symbol for f in files})}"
-            )
+            raise self._no_file([symbol], files)
         frame = freqtrade.read_freqtrade_file(matching[0])
         return frame.filter(
             pl.col("open_time").is_between(time_range.start, time_range.end, closed="left")
+        )
+
+    def _no_file(
+        self, symbols: Sequence[str], files: Sequence[freqtrade.FreqtradeFile]
+    ) -> UnknownSymbolError:
+        return UnknownSymbolError(
+            f"{self.folder} holds no freqtrade file for {', '.join(symbols)}; it has "
+            f"{sorted({f.symbol for f in files})}"
         )
 
 

@@ -23,7 +23,8 @@ thread and speaks Binance's wire format byte for byte where it matters:
   weights 5/25/50/250 (spot) and 2/5/10/20 (futures) by ``limit``.
 - Errors are Binance's ``{"code": .., "msg": ..}`` bodies with HTTP 400: ``-1121`` unknown symbol,
   ``-1120`` bad interval, ``-1130`` bad ``limit``, ``-1102`` missing parameter, ``-1127`` a
-  ``startTime``/``endTime`` window of an hour or more.
+  ``startTime``/``endTime`` window of an hour or more. A path Binance does not serve gets 404 with
+  an empty body (``Content-Length: 0``), as api.binance.com's nginx answers it.
 - Every response carries ``X-MBX-USED-WEIGHT-1M`` and ``X-MBX-USED-WEIGHT``. With
   ``weight_limit`` set, a request that would take the window's weight over the limit gets 429,
   ``Retry-After`` (whole seconds to the window's end) and Binance's ``-1003`` body. Windows are
@@ -755,7 +756,7 @@ class _Handler(BaseHTTPRequestHandler):
         prefix, _, endpoint = path.rpartition("/")
         rules = MARKETS.get(prefix)
         if rules is None or endpoint not in _ENDPOINTS:
-            return 404, {"code": -1000, "msg": f"Unknown path {path}."}, self.owner.weight.current()
+            return 404, None, self.owner.weight.current()  # Binance's nginx: 404, empty body
         weight = self._weight(rules, endpoint, params)
         accepted, used, retry_after = self.owner.weight.charge(weight)
         if not accepted:
@@ -939,7 +940,9 @@ class _Handler(BaseHTTPRequestHandler):
     _retry_after: int | None = None
 
     def _send(self, status: int, body: Any, used: int) -> None:
-        self._send_raw(status, json.dumps(body, separators=(",", ":")).encode(), used)
+        """``body`` as compact JSON; None sends an empty body."""
+        data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        self._send_raw(status, data, used)
 
     def _send_raw(
         self,

@@ -11,6 +11,12 @@
 Faults name a file by its path below the root or by its bare file name. ``build_vision_tree``
 publishes CSVs exactly as Binance does: ``X.zip`` holding ``X.csv``, and ``X.zip.CHECKSUM`` holding
 ``<sha256 of the zip>  X.zip``.
+
+Like Binance's bucket (``https://s3-ap-northeast-1.amazonaws.com/data.binance.vision``, which the
+data.binance.vision pages list), the root answers S3 ListObjects (v1) queries,
+``GET /?prefix=data/spot/daily/klines/&delimiter=/&max-keys=1000&marker=...``, with S3's
+``ListBucketResult`` XML (``Contents`` for keys, ``CommonPrefixes`` for folders, ``NextMarker`` when
+truncated), and a missing key gets S3's ``NoSuchKey`` error document.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
+from xml.sax.saxutils import escape
 
 from tests.fakes.local_server import LocalServer
 
@@ -43,6 +50,7 @@ class RecordedRequest:
     range: str | None  # the Range header as sent
     status: int
     bytes_sent: int  # body bytes actually written
+    query: str = ""  # the query string as sent (bucket listings)
 
 
 @dataclass
@@ -148,16 +156,22 @@ class _Handler(BaseHTTPRequestHandler):
         ) -> None:
             """Log the request, then answer: the log is complete once the client has its reply."""
             payload = (body if limit < 0 else body[:limit]) if send_body else b""
-            record = RecordedRequest(self.command, path, range_header, status, len(payload))
+            query = urlsplit(self.path).query
+            record = RecordedRequest(
+                self.command, path, range_header, status, len(payload), unquote(query)
+            )
             vision._record(record)
             self._respond(status, len(body), headers, payload)
 
         forced = vision._take("status", path)
         if forced is not None:
             return finish(forced.value, f"fault: HTTP {forced.value}\n".encode())
+        if path == "":
+            listing = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True))
+            return finish(200, bucket_listing(vision.root, listing), _XML)
         body = self._read(vision, path)
         if body is None:
-            return finish(404, b"<Error><Code>NoSuchKey</Code></Error>")
+            return finish(404, no_such_key(path), _XML)
         status, headers = 200, {"Accept-Ranges": "bytes", "ETag": _etag(body)}
         wanted = _parse_range(range_header, len(body))
         if wanted is not None and vision._take("ignore_range", path) is None:
@@ -188,13 +202,79 @@ class _Handler(BaseHTTPRequestHandler):
         """Headers announcing ``length`` body bytes, then ``payload`` (fewer when cut)."""
         self.send_response(status)
         content_type = "application/zip" if self.path.endswith(".zip") else "text/plain"
-        self.send_header("Content-Type", content_type)
+        headers = {"Content-Type": content_type, **headers}
         self.send_header("Content-Length", str(length))
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
         self.wfile.flush()
+
+
+_XML = {"Content-Type": "application/xml"}
+_S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+
+def no_such_key(key: str) -> bytes:
+    """S3's error document for a key that does not exist (what Binance's bucket answers)."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchKey</Code>'
+        f"<Message>The specified key does not exist.</Message><Key>{escape(key)}</Key>"
+        "<RequestId>FAKEVISION000000</RequestId><HostId>fake-vision</HostId></Error>"
+    ).encode()
+
+
+def bucket_listing(root: Path, query: Mapping[str, str]) -> bytes:
+    """S3 ListObjects (v1) over the files below ``root``: keys in byte order; with a delimiter,
+    keys sharing a folder after ``prefix`` roll up into one ``CommonPrefixes`` entry; at most
+    ``max-keys`` entries after ``marker``, then ``IsTruncated`` and (with a delimiter)
+    ``NextMarker``, as S3 sends them."""
+    prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
+    marker, max_keys = query.get("marker", ""), int(query.get("max-keys") or 1000)
+    files = {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
+    entries: list[tuple[str, str]] = []  # ("key" | "prefix", value), in listing order
+    truncated = False
+    for key in sorted(files, key=lambda k: k.encode()):
+        if not key.startswith(prefix) or key <= marker:
+            continue
+        rest = key[len(prefix) :]
+        entry = ("key", key)
+        if delimiter and delimiter in rest:
+            entry = ("prefix", prefix + rest[: rest.index(delimiter) + len(delimiter)])
+            if (marker.endswith(delimiter) and key.startswith(marker)) or entry in entries:
+                continue  # a folder already listed (on this page or, by marker, an earlier one)
+        if len(entries) == max_keys:
+            truncated = True
+            break
+        entries.append(entry)
+    parts = [
+        '<?xml version="1.0" encoding="UTF-8"?>\n',
+        f'<ListBucketResult xmlns="{_S3_NAMESPACE}"><Name>data.binance.vision</Name>',
+        f"<Prefix>{escape(prefix)}</Prefix><Marker>{escape(marker)}</Marker>",
+        f"<MaxKeys>{max_keys}</MaxKeys>",
+        f"<Delimiter>{escape(delimiter)}</Delimiter>" if delimiter else "",
+        f"<IsTruncated>{str(truncated).lower()}</IsTruncated>",
+        f"<NextMarker>{escape(entries[-1][1])}</NextMarker>" if truncated and delimiter else "",
+    ]
+    parts += [_listed_object(value, files[value]) for kind, value in entries if kind == "key"]
+    parts += [
+        f"<CommonPrefixes><Prefix>{escape(value)}</Prefix></CommonPrefixes>"
+        for kind, value in entries
+        if kind == "prefix"
+    ]
+    parts.append("</ListBucketResult>")
+    return "".join(parts).encode()
+
+
+def _listed_object(key: str, path: Path) -> str:
+    body = path.read_bytes()
+    modified = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+    return (
+        f"<Contents><Key>{escape(key)}</Key>"
+        f"<LastModified>{modified:%Y-%m-%dT%H:%M:%S}.000Z</LastModified>"
+        f"<ETag>&quot;{hashlib.md5(body).hexdigest()}&quot;</ETag><Size>{len(body)}</Size>"
+        "<StorageClass>STANDARD</StorageClass></Contents>"
+    )
 
 
 def _matches(key: str, path: str) -> bool:
@@ -271,7 +351,8 @@ def synthetic_kline_csv(
 ) -> bytes:
     """Plausible Binance kline CSV rows (8-decimal strings like spot files), deterministic by seed.
 
-    Timestamps are ms, or µs (exactly ms × 1000) with ``microseconds=True``.
+    Timestamps are ms, or µs with ``microseconds=True``. Close times are the last unit of the
+    bar, as Binance writes them: ``…59999`` ms, or ``…59999999`` µs (spot files from 2025 on).
     """
     rng = random.Random(seed)
     scale = 1_000_000 if microseconds else 1_000
@@ -287,7 +368,7 @@ def synthetic_kline_csv(
         fields = [
             str(open_s * scale),
             *(f"{v:.8f}" for v in (open_, high, low, close, volume)),
-            str((open_s + interval_s) * scale - (scale // 1000)),
+            str((open_s + interval_s) * scale - 1),
             f"{volume * close:.8f}",
             str(rng.randint(1, 500)),
             f"{taker:.8f}",
@@ -372,11 +453,16 @@ def spot_kline_archives(symbol: str, interval: str, klines) -> dict[str, bytes]:
 
 def spot_kline_csv(klines, *, microseconds: bool = False) -> bytes:
     """Klines-contract rows as a Binance Vision spot CSV: no header, epoch milliseconds (or
-    microseconds, as spot files from 2025 on), prices and sizes with 8 decimals, ``ignore`` 0."""
+    microseconds, as spot files from 2025 on, whose close times end ``…999999``), prices and sizes
+    with 8 decimals, ``ignore`` 0."""
     import polars as pl
 
     scale = 1 if microseconds else 1_000
-    epoch = [(pl.col(c).dt.epoch("us") // scale).alias(c) for c in ("open_time", "close_time")]
+    last_unit = 999 if microseconds else 0  # the contract's ...59.999000 is ...59.999999 in µs
+    epoch = [
+        (pl.col("open_time").dt.epoch("us") // scale).alias("open_time"),
+        ((pl.col("close_time").dt.epoch("us") + last_unit) // scale).alias("close_time"),
+    ]
     columns = [
         "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
         "trades", "taker_buy_base_volume", "taker_buy_quote_volume",

@@ -30,6 +30,7 @@ from dagster_project.ingest.binance_rest import (
     depth_snapshot_from_binance,
     depth_snapshots_frame,
 )
+from dagster_project.ingest.sources import RestSource
 from dagster_project.klines import RAW_KLINE_SCHEMA, TimeRange, klines_from_binance_rows
 from dagster_project.schemas import AGG_TRADE_SCHEMA, DEPTH_SNAPSHOT_SCHEMA
 from tests.fakes.binance_server import (
@@ -495,6 +496,64 @@ def test_exchange_info_is_fetched_once_per_client(btc_2500) -> None:
     assert len(fake.requests_to("exchangeInfo")) == 2
 
 
+def test_check_symbols_names_every_unknown_symbol_after_one_exchange_info_request(
+    btc_2500,
+) -> None:
+    fake, _ = btc_2500
+    with BinanceRestClient(fast_config(fake)) as client:
+        client.check_symbols(["BTCUSDT"])
+        with pytest.raises(UnknownSymbolError) as raised:
+            client.check_symbols(["BTCUSDT", "DOTUSDT", "BTCUSTD"])
+    message = str(raised.value)
+    assert "DOTUSDT, BTCUSTD are not listed on Binance spot" in message
+    assert "BTCUSTD (did you mean BTCUSDT?)" in message
+    assert "'BTCUSDT'" not in message and "exchangeInfo" in message
+    assert len(fake.requests_to("exchangeInfo")) == 1
+    assert fake.requests_to("klines") == []
+
+
+def test_a_rest_source_asks_for_exchange_info_once_per_run_not_once_per_symbol() -> None:
+    rows = {
+        (symbol, "1m"): synthetic_kline_rows(symbol, "1m", START, 30)
+        for symbol in ("BTCUSDT", "ETHUSDT", "DOTUSDT")
+    }
+    with FakeBinance(rows) as fake:
+        source = RestSource(fast_config(fake))
+        source.check_symbols(["BTCUSDT", "ETHUSDT", "DOTUSDT"])
+        frames = [source.fetch_klines(s, "1m", minutes(30)) for s in ("BTCUSDT", "ETHUSDT")]
+        source.fetch_klines("DOTUSDT", "1m", minutes(10))
+    assert [frame.height for frame in frames] == [30, 30]
+    assert len(fake.requests_to("exchangeInfo")) == 1  # weight 20, not 20 per symbol and day
+    assert len(fake.requests_to("klines")) == 3
+
+
+def test_a_404_names_the_url_and_says_the_base_url_or_market_is_wrong(btc_2500) -> None:
+    fake, _ = btc_2500
+    config = fast_config(fake, base_url=f"{fake.url}/wrong")
+    with BinanceRestClient(config) as client, pytest.raises(BinanceAPIError) as raised:
+        client.fetch_klines("BTCUSDT", "1m", minutes(5))
+    message = str(raised.value)
+    assert f"GET {fake.url}/wrong/api/v3/exchangeInfo" in message
+    assert "HTTP 404 (empty body)" in message
+    assert "no such endpoint" in message and "base_url" in message and "market" in message
+    assert not message.rstrip().endswith(":")
+
+
+def test_a_kline_value_that_is_not_a_number_names_symbol_row_open_time_and_field() -> None:
+    rows = synthetic_kline_rows("BTCUSDT", "1m", START, 10)
+    rows[3] = [*rows[3][:4], "n/a", *rows[3][5:]]  # close
+    with (
+        FakeBinance({("BTCUSDT", "1m"): rows}) as fake,
+        BinanceRestClient(fast_config(fake)) as client,
+        pytest.raises(SourceDataError) as raised,
+    ):
+        client.fetch_klines("BTCUSDT", "1m", minutes(10))
+    message = str(raised.value)
+    assert "BTCUSDT 1m kline row 3" in message
+    assert "open time 2024-03-01T00:03:00+00:00" in message
+    assert "close is 'n/a', not a number" in message
+
+
 def test_a_symbol_not_trading_is_served_with_a_warning(caplog) -> None:
     rows = synthetic_kline_rows("LUNAUSDT", "1h", START, 5)
     info = synthetic_exchange_info(["LUNAUSDT"], statuses={"LUNAUSDT": "BREAK"})
@@ -574,10 +633,13 @@ def test_the_fake_follows_binance_klines_selection_and_errors(btc_2500) -> None:
         400,
         {"code": -1130, "msg": "Data sent for parameter 'limit' is not valid."},
     )
+    unknown_path = get("/api/v3/nothing")  # Binance's nginx: 404 with an empty body
+    assert (unknown_path.status_code, unknown_path.content) == (404, b"")
+    assert unknown_path.headers["Content-Length"] == "0"
     assert len(get("/fapi/v1/klines", symbol="BTCUSDT", interval="1m", limit=1500).json()) == 1500
     assert get("/api/v3/ping").json() == {}
     assert set(get("/fapi/v1/time").json()) == {"serverTime"}
-    assert [r.status for r in fake.requests][-4:] == [400, 200, 200, 200]
+    assert [r.status for r in fake.requests][-4:] == [404, 200, 200, 200]
 
 
 def test_the_fake_enforces_weight_with_binance_429() -> None:

@@ -8,9 +8,11 @@ import datetime as dt
 import gzip
 import hashlib
 import logging
+import xml.etree.ElementTree as ElementTree
 import zipfile
 from pathlib import Path
 
+import httpx
 import polars as pl
 import pytest
 
@@ -19,6 +21,7 @@ from dagster_project.errors import (
     ChecksumMismatchError,
     InvalidRequestError,
     SourceDataError,
+    UnknownSymbolError,
     UnsupportedIntervalError,
 )
 from dagster_project.ingest.binance_rest import agg_trades_from_binance_rows
@@ -152,22 +155,25 @@ def _expected_row(line: str) -> tuple:
 # -- parsing --------------------------------------------------------------------------------------
 
 
-def test_microsecond_spot_file_gives_the_same_instants_as_milliseconds():
+def test_microsecond_spot_file_gives_the_same_rows_as_milliseconds():
     start = utc(2025, 1, 1)
-    in_ms = read_vision_csv(synthetic_kline_csv(start, 50), "ms.csv")
-    in_us = read_vision_csv(synthetic_kline_csv(start, 50, microseconds=True), "us.csv")
+    ms_csv = synthetic_kline_csv(start, 50)
+    us_csv = synthetic_kline_csv(start, 50, microseconds=True)
+    assert us_csv.split(b",")[6] == b"1735689659999999"  # close time as Binance writes it in µs
+    in_ms, in_us = read_vision_csv(ms_csv, "ms.csv"), read_vision_csv(us_csv, "us.csv")
     assert in_us.equals(in_ms)
     assert in_us["open_time"][0] == start
     assert in_us["close_time"][0] == utc(2025, 1, 1, 0, 0, 59, 999_000)
 
 
-def test_real_microsecond_close_times_keep_their_precision():
-    # The row Binance documents for spot from 2025-01-01 (binance-public-data README).
+def test_microsecond_close_times_follow_the_millisecond_convention_of_every_source():
+    # The row Binance documents for spot from 2025-01-01 (binance-public-data README): µs files
+    # close a bar at open + interval - 1 µs, where REST (and the docs) say open + interval - 1 ms.
     line = b"1735689600000000,4.15070000,4.15870000,4.15060000,4.15540000,539.23000000,"
     line += b"1735693199999999,2240.39860900,13,401.82000000,1669.98121300,0\n"
     frame = read_vision_csv(line, "BNBUSDT-1h-2025-01-01.csv")
     assert frame["open_time"][0] == utc(2025, 1, 1)
-    assert frame["close_time"][0] == utc(2025, 1, 1, 0, 59, 59, 999_999)
+    assert frame["close_time"][0] == utc(2025, 1, 1, 0, 59, 59, 999_000)
 
 
 def test_header_and_no_header_parse_the_same():
@@ -431,6 +437,79 @@ def test_published_truncated_zip_raises_source_data_error(tree, server, config):
         )
 
 
+def test_cached_archive_that_does_not_parse_is_dropped_and_fetched_again(
+    tree, server, config, caplog
+):
+    publish_day(tree, "BTCUSDT", dt.date(2024, 5, 12))
+    window, today = TimeRange.for_day("2024-05-12"), dt.date(2024, 6, 1)
+    good = fetch_klines("BTCUSDT", "1m", window, config, today=today)
+    cached = config.cache_dir / spot_daily("BTCUSDT", "2024-05-12")
+    cached.write_bytes(cached.read_bytes()[:5000])  # damaged on disk after it was verified
+    server.clear()
+    caplog.set_level(logging.WARNING, logger="dagster_project.ingest.binance_vision")
+
+    again = fetch_klines("BTCUSDT", "1m", window, config, today=today)
+
+    assert again.equals(good)
+    assert [r.path.rsplit("/", 1)[-1] for r in server.requests] == [
+        "BTCUSDT-1m-2024-05-12.zip.CHECKSUM",
+        "BTCUSDT-1m-2024-05-12.zip",
+    ]
+    assert f"cached {cached} does not parse" in caplog.text
+    assert "dropped it from the cache and downloading it again" in caplog.text
+
+
+def publish_broken_but_checksummed(tree: Path, day: dt.date) -> Path:
+    """A zip cut short whose published CHECKSUM is of the cut bytes (it passes verification)."""
+    zip_path = publish_day(tree, "BTCUSDT", day)
+    zip_path.write_bytes(zip_path.read_bytes()[:5000])
+    digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
+    zip_path.with_name(zip_path.name + ".CHECKSUM").write_text(f"{digest}  {zip_path.name}\n")
+    return zip_path
+
+
+def test_published_archive_that_does_not_parse_is_not_kept_and_a_fixed_one_is_fetched(
+    tree, server, config
+):
+    zip_path = publish_broken_but_checksummed(tree, dt.date(2024, 5, 12))
+    window, today = TimeRange.for_day("2024-05-12"), dt.date(2024, 6, 1)
+    cached = config.cache_dir / spot_daily("BTCUSDT", "2024-05-12")
+
+    with pytest.raises(SourceDataError) as raised:
+        fetch_klines("BTCUSDT", "1m", window, config, today=today)
+    message = str(raised.value)
+    assert "BTCUSDT-1m-2024-05-12.zip is truncated or corrupt" in message
+    assert f"{server.base_url}/{spot_daily('BTCUSDT', '2024-05-12')}" in message
+    assert "matches its published checksum" in message
+    assert f"dropped {cached} from the cache" in message
+    assert list(cached.parent.glob("*.zip*")) == []
+
+    publish_day(tree, "BTCUSDT", dt.date(2024, 5, 12))  # Binance republishes a good archive
+    server.clear()
+    frame = fetch_klines("BTCUSDT", "1m", window, config, today=today)
+    assert frame.height == 1440
+    assert [r.path.rsplit("/", 1)[-1] for r in server.requests] == [
+        zip_path.name + ".CHECKSUM",
+        zip_path.name,
+    ]
+
+
+def test_cached_archive_whose_fresh_copy_does_not_parse_either_says_both(tree, server, config):
+    day, window, today = dt.date(2024, 5, 12), TimeRange.for_day("2024-05-12"), dt.date(2024, 6, 1)
+    publish_day(tree, "BTCUSDT", day)
+    fetch_klines("BTCUSDT", "1m", window, config, today=today)
+    cached = config.cache_dir / spot_daily("BTCUSDT", "2024-05-12")
+    cached.write_bytes(cached.read_bytes()[:4000])
+    publish_broken_but_checksummed(tree, day)
+
+    with pytest.raises(SourceDataError) as raised:
+        fetch_klines("BTCUSDT", "1m", window, config, today=today)
+    message = str(raised.value)
+    assert f"the cached copy did not parse, so {cached} was downloaded again" in message
+    assert "matches its published checksum and does not parse either" in message
+    assert list(cached.parent.glob("*.zip*")) == []
+
+
 def test_server_errors_are_retried_then_succeed(tree, server, config):
     zip_path = publish_day(tree, "BTCUSDT", dt.date(2024, 5, 13))
     server.fail(zip_path.name, 500, times=2)
@@ -470,6 +549,91 @@ def test_microsecond_archive_through_the_server_matches_milliseconds(tree, serve
     frame = fetch_klines("BTCUSDT", "1m", TimeRange.for_day(day), config, today=dt.date(2025, 2, 1))
     in_ms = read_vision_csv(synthetic_kline_csv(utc(2025, 1, 2), 60, seed=day.toordinal()))
     assert frame.equals(in_ms)
+    bar = frame["close_time"] - frame["open_time"]
+    assert bar.unique().to_list() == [dt.timedelta(minutes=1) - dt.timedelta(milliseconds=1)]
+
+
+# -- unknown symbols: Binance's bucket listing ---------------------------------------------------
+
+
+def test_check_symbols_names_every_unknown_symbol_and_the_listing_it_checked(
+    tree, server, config
+):
+    publish_day(tree, "BTCUSDT", dt.date(2024, 5, 10))
+    with VisionClient(config) as client:
+        client.check_symbols(["BTCUSDT"])
+        with pytest.raises(UnknownSymbolError) as raised:
+            client.check_symbols(["BTCUSDT", "FOOUSDT", "BARUSDT"])
+    message = str(raised.value)
+    assert "Binance Vision publishes no spot klines for FOOUSDT, BARUSDT" in message
+    assert f"the bucket listing {server.base_url} (?delimiter=/&prefix=...)" in message
+    for prefix in ("data/spot/daily/klines/FOOUSDT/", "data/spot/monthly/klines/BARUSDT/"):
+        assert prefix in message
+    assert "BTCUSDT/" not in message
+    listed = [r.query for r in server.requests]
+    assert all(r.path == "" for r in server.requests)  # listings only, no archive fetched
+    assert listed.count("prefix=data/spot/daily/klines/BTCUSDT/&delimiter=/&max-keys=1") == 1
+    assert len(listed) == 1 + 2 * 2  # known: daily found; unknown: daily and monthly empty
+
+
+def test_fetching_an_unknown_symbol_fails_instead_of_returning_no_rows(tree, server, config):
+    publish_day(tree, "BTCUSDT", dt.date(2024, 5, 10))
+    with pytest.raises(UnknownSymbolError, match=r"publishes no spot klines for FOOUSDT"):
+        fetch_klines(
+            "FOOUSDT", "1m", TimeRange.for_day("2024-05-10"), config, today=dt.date(2024, 6, 1)
+        )
+
+
+def test_a_listed_symbol_without_archives_in_the_range_gives_no_rows(tree, server, config):
+    publish_day(tree, "BTCUSDT", dt.date(2024, 5, 10))
+    frame = fetch_klines(
+        "BTCUSDT", "1m", TimeRange.for_day("2024-04-10"), config, today=dt.date(2024, 6, 1)
+    )
+    assert frame.height == 0 and frame.schema == pl.Schema(RAW_KLINE_SCHEMA)
+    assert [r.status for r in server.requests_for("BTCUSDT-1m-2024-04-10.zip.CHECKSUM")] == [404]
+
+
+S3 = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+
+
+def test_the_fake_lists_its_tree_and_refuses_missing_keys_as_binances_bucket_does(tree, server):
+    for symbol in ("ETHBTC", "BTCUSDT", "ADABTC"):
+        publish_day(tree, symbol, dt.date(2024, 5, 10))
+    folders = httpx.get(server.base_url, params={"prefix": "data/spot/daily/klines/",
+                                                 "delimiter": "/"})  # fmt: skip
+    assert folders.headers["Content-Type"] == "application/xml"
+    root = ElementTree.fromstring(folders.content)
+    assert root.tag == f"{S3}ListBucketResult"
+    assert [e.tag.removeprefix(S3) for e in root][:7] == [
+        "Name", "Prefix", "Marker", "MaxKeys", "Delimiter", "IsTruncated", "CommonPrefixes",
+    ]  # fmt: skip
+    assert root.findtext(f"{S3}Name") == "data.binance.vision"
+    assert [p.text for p in root.iterfind(f"{S3}CommonPrefixes/{S3}Prefix")] == [
+        f"data/spot/daily/klines/{symbol}/" for symbol in ("ADABTC", "BTCUSDT", "ETHBTC")
+    ]
+    page = ElementTree.fromstring(httpx.get(server.base_url, params={
+        "prefix": "data/spot/daily/klines/", "delimiter": "/", "max-keys": "1",
+        "marker": "data/spot/daily/klines/ADABTC/",
+    }).content)  # fmt: skip
+    assert page.findtext(f"{S3}IsTruncated") == "true"
+    assert page.findtext(f"{S3}NextMarker") == "data/spot/daily/klines/BTCUSDT/"
+    keys = ElementTree.fromstring(httpx.get(server.base_url, params={
+        "prefix": "data/spot/daily/klines/ETHBTC/1m/"}).content)  # fmt: skip
+    contents = keys.findall(f"{S3}Contents")
+    assert [c.findtext(f"{S3}Key").rsplit("/", 1)[-1] for c in contents] == [
+        "ETHBTC-1m-2024-05-10.zip", "ETHBTC-1m-2024-05-10.zip.CHECKSUM",
+    ]  # fmt: skip
+    assert [e.tag.removeprefix(S3) for e in contents[0]] == [
+        "Key", "LastModified", "ETag", "Size", "StorageClass",
+    ]  # fmt: skip
+    empty = ElementTree.fromstring(httpx.get(server.base_url, params={
+        "prefix": "data/spot/daily/klines/FOOUSDT/", "delimiter": "/"}).content)  # fmt: skip
+    assert empty.findall(f"{S3}Contents") + empty.findall(f"{S3}CommonPrefixes") == []
+    missing = httpx.get(f"{server.base_url}/data/spot/daily/klines/FOOUSDT/1m/x.zip")
+    assert missing.status_code == 404
+    error = ElementTree.fromstring(missing.content)
+    assert (error.tag, error.findtext("Code")) == ("Error", "NoSuchKey")
+    assert error.findtext("Key") == "data/spot/daily/klines/FOOUSDT/1m/x.zip"
 
 
 # -- aggTrades ------------------------------------------------------------------------------------

@@ -1,32 +1,39 @@
-"""Bulk landing for the CLI: fetch a whole range per symbol, land it by day, curate every day.
+"""Bulk landing for the CLI: land a range day by day per symbol, curating each day as it lands.
 
-The per-day work is the same library code the assets call (``land_klines``, ``curate_day``); a
-range is fetched in one go so REST paging and Vision monthly archives are used efficiently.
+The per-day work is the same library code the assets call (``land_days``, ``curate_day``), with
+the same data checks run before anything lands. A range is fetched a day at a time (a month at a
+time where the source serves months far faster), so a failure keeps every day before it.
 Every partition written is reported to the Dagster instance, so the UI shows it as materialized.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 from collections.abc import Callable, Iterable
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import dagster as dg
+import duckdb
 import polars as pl
 
 from dagster_project.assets.curate import CURATED_KLINES, KLINE_GAPS
 from dagster_project.assets.ingest import RAW_KLINES
 from dagster_project.curate import curate_day
-from dagster_project.ingest import freqtrade, stream_replay
+from dagster_project.errors import SourceDataError
+from dagster_project.ingest import freqtrade
 from dagster_project.ingest.landing import (
     KlineSource,
     LandedPartition,
+    check_klines,
     check_symbol,
     land_daily,
     land_days,
     land_klines,
 )
+from dagster_project.ingest.orderbook import replay as stream_replay
 from dagster_project.klines import TimeRange, interval_length
 from dagster_project.lake import Lake, connect
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME, day_symbol_key
@@ -37,6 +44,10 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 # Wraps a loop to show progress (tqdm in the CLI); the identity by default.
 Track = Callable[[list, str], Iterable]
+
+# Sources that serve a calendar month in one fetch far faster than day by day: Binance Vision
+# publishes monthly archives, and the freqtrade source reads its whole file on every fetch.
+MONTHLY_SOURCES = frozenset({"binance_vision", "freqtrade"})
 
 
 def untracked(items: list, description: str) -> Iterable:
@@ -70,17 +81,40 @@ def ingest_range(
     instance: dg.DagsterInstance | None = None,
     progress: Progress = log.info,
     track: Track = untracked,
+    replace: bool = False,
 ) -> BackfillSummary:
-    """Land and curate every whole UTC day of ``time_range`` for each symbol."""
+    """Land and curate every whole UTC day of ``time_range`` for each symbol.
+
+    Every symbol is checked with the source before anything is fetched. Days are fetched, checked,
+    landed and curated one batch at a time (``landing_batches``), so a failure keeps the days
+    before it and loses only the batch in flight. ``replace``: a day may land with fewer rows than
+    are landed for it (else that is refused).
+    """
     interval_length(interval)
     symbols = [check_symbol(s) for s in symbols]
+    source.check_symbols(symbols)
     days = whole_days(time_range)
+    batches = landing_batches(days, source.name)
     summary = BackfillSummary()
-    for symbol in symbols:
-        progress(f"fetching {symbol} {interval} {days[0]}..{days[-1]} from {source.name}")
-        landed = land_days(lake, source, symbol, interval, days)
-        curate_and_report(lake, symbol, landed, summary, instance, progress, track)
+    with closing(connect()) as con:
+        for symbol in symbols:
+            progress(f"landing {symbol} {interval} {days[0]}..{days[-1]} from {source.name}")
+            if instance is not None:
+                register_symbols(instance, [symbol])
+            for batch in track(batches, f"landing {symbol}"):
+                landed = land_days(lake, source, symbol, interval, batch, replace)
+                curate_landed(lake, con, symbol, landed, summary, instance)
+            progress(f"{symbol}: landed and curated {len(days)} days")
     return summary
+
+
+def landing_batches(days: list[dt.date], source_name: str) -> list[list[dt.date]]:
+    """``days`` cut into the runs fetched and landed together: calendar months for
+    ``MONTHLY_SOURCES``, single days for every other source."""
+    if source_name not in MONTHLY_SOURCES:
+        return [[day] for day in days]
+    months = itertools.groupby(days, key=lambda day: (day.year, day.month))
+    return [list(month) for _, month in months]
 
 
 def import_freqtrade_dir(
@@ -90,8 +124,49 @@ def import_freqtrade_dir(
     instance: dg.DagsterInstance | None = None,
     progress: Progress = log.info,
     track: Track = untracked,
+    replace: bool = False,
 ) -> BackfillSummary:
-    """Land every freqtrade file of ``folder`` (optionally only ``symbols``) and curate its days."""
+    """Land every freqtrade file of ``folder`` (optionally only ``symbols``) and curate its days.
+
+    All or nothing: every file is read and checked (``check_klines``: data checks, and no landed
+    day shrinks unless ``replace``) before any lands, so a bad file leaves the lake as it was.
+    Files are read again to land them, so memory holds one file at a time, not the folder.
+    """
+    files = importable_files(folder, symbols, progress)
+    progress(f"checking {len(files)} files before landing any")
+    for file in files:
+        check_klines(lake, *file_klines(file), replace=replace, origin=str(file.path))
+    summary = BackfillSummary()
+    with closing(connect()) as con:
+        for symbol, symbol_files in itertools.groupby(files, key=lambda f: f.symbol):
+            landed: list[LandedPartition] = []
+            for file in symbol_files:
+                _, interval, frame, days = file_klines(file)
+                progress(f"importing {file.path.name}: {frame.height} {symbol} {interval} bars")
+                landed += land_klines(
+                    lake, symbol, interval, frame, days, replace=replace, origin=str(file.path)
+                )
+            if instance is not None:
+                register_symbols(instance, [symbol])
+            curate_landed(lake, con, symbol, landed, summary, instance, track)
+            progress(f"{symbol}: landed and curated {len({p.date for p in landed})} days")
+    return summary
+
+
+def file_klines(
+    file: freqtrade.FreqtradeFile,
+) -> tuple[str, str, pl.DataFrame, list[dt.date] | None]:
+    """A freqtrade file read as the symbol, interval, rows and days that ``land_klines`` takes:
+    every day from its first to its last row, so a whole day without rows lands empty."""
+    frame = freqtrade.read_freqtrade_file(file)
+    return file.symbol, file.interval, frame, span_days(frame)
+
+
+def importable_files(
+    folder: str, symbols: Iterable[str], progress: Progress
+) -> list[freqtrade.FreqtradeFile]:
+    """The folder's candle files of ``symbols`` (all when empty) that candlelake can hold, grouped
+    by symbol; refused when two files would land on the same symbol and interval."""
     wanted = set(symbols)
     files = [f for f in freqtrade.scan_freqtrade_dir(folder) if not wanted or f.symbol in wanted]
     for file in files:
@@ -100,51 +175,47 @@ def import_freqtrade_dir(
                 f"skipping {file.path.name}: interval {file.interval} does not fit a daily "
                 "partition"
             )
-    files = [f for f in files if f.supported]
-    summary = BackfillSummary()
-    landed_by_symbol: dict[str, list[LandedPartition]] = {}
-    for file in files:
-        frame = freqtrade.read_freqtrade_file(file)
-        progress(f"importing {file.path.name}: {frame.height} {file.symbol} {file.interval} bars")
-        landed = land_klines(lake, file.symbol, file.interval, frame, days=span_days(frame))
-        landed_by_symbol.setdefault(file.symbol, []).extend(landed)
-    for symbol, landed in landed_by_symbol.items():
-        curate_and_report(lake, symbol, landed, summary, instance, progress, track)
-    return summary
+    files = sorted((f for f in files if f.supported), key=series_of)
+    for (symbol, interval), same in itertools.groupby(files, key=series_of):
+        same = list(same)
+        if len(same) > 1:
+            raise SourceDataError(
+                f"{symbol} {interval} is in {len(same)} files of {folder} "
+                f"({', '.join(str(f.path) for f in same)}); they would replace one another in "
+                "raw/klines; expected one file per symbol and interval (move the others away)"
+            )
+    return files
+
+
+def series_of(file: freqtrade.FreqtradeFile) -> tuple[str, str]:
+    return file.symbol, file.interval
 
 
 def span_days(frame: pl.DataFrame) -> list[dt.date] | None:
-    """Every day from the first to the last row, so a whole day without rows lands empty."""
+    """Every day from the first to the last row (None for no rows)."""
     if frame.is_empty():
         return None
     first, last = frame["open_time"].min().date(), frame["open_time"].max().date()
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def curate_and_report(
+def curate_landed(
     lake: Lake,
+    con: duckdb.DuckDBPyConnection,
     symbol: str,
     landed: list[LandedPartition],
     summary: BackfillSummary,
     instance: dg.DagsterInstance | None,
-    progress: Progress,
     track: Track = untracked,
 ) -> None:
+    """Curate the days just landed, count their missing bars and report them to ``instance``."""
     summary.add(landed)
-    days = sorted({p.date for p in landed})
-    if instance is not None:
-        register_symbols(instance, [symbol])
-    con = connect()
-    try:
-        for day in track(days, f"curating {symbol}"):
-            for curated in curate_day(lake, symbol, day, con=con):
-                key = f"{symbol} {curated.interval}"
-                summary.missing_bars[key] = summary.missing_bars.get(key, 0) + curated.missing_bars
-            if instance is not None:
-                report_materialized(instance, symbol, day)
-    finally:
-        con.close()
-    progress(f"{symbol}: landed and curated {len(days)} days")
+    for day in track(sorted({p.date for p in landed}), f"curating {symbol}"):
+        for curated in curate_day(lake, symbol, day, con=con):
+            key = f"{symbol} {curated.interval}"
+            summary.missing_bars[key] = summary.missing_bars.get(key, 0) + curated.missing_bars
+        if instance is not None:
+            report_materialized(instance, symbol, day)
 
 
 def register_symbols(instance: dg.DagsterInstance, symbols: Iterable[str]) -> None:
@@ -180,10 +251,16 @@ def replay_recordings(
     levels: int = 50,
     instance: dg.DagsterInstance | None = None,
 ) -> stream_replay.ReplayResult:
-    """Replay recorded streams through the book and land snapshots and updates for every day."""
+    """Replay recorded streams through the book; land snapshots, updates and aggregate trades
+    for every day."""
     symbol = check_symbol(symbol)
     result = stream_replay.replay(files, symbol, cadence_s, levels, market)
-    for table, frame in (("depth_snapshots", result.snapshots), ("depth_updates", result.updates)):
+    landing = {
+        "depth_snapshots": result.snapshots,
+        "depth_updates": result.updates,
+        "agg_trades": result.agg_trades,
+    }
+    for table, frame in landing.items():
         schema, time_column = RAW_TABLES[table]
         landed = land_daily(lake, table, {"symbol": symbol}, frame, time_column)
         if instance is not None:

@@ -1,7 +1,9 @@
 """Land klines from any source into ``raw/klines``, one atomic partition per symbol, interval, day.
 
-Rows are fetched completely before anything is written, so a source that fails mid-way leaves the
-lake exactly as it was.
+Rows are fetched completely and checked before anything is written, so a source that fails mid-way
+or answers with bad rows leaves the lake exactly as it was. Klines pass the raw/klines asset's data
+checks (``checks.kline_checks``) before they land, and a landed day never shrinks unless the caller
+asks to replace it.
 """
 
 from __future__ import annotations
@@ -9,13 +11,21 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import polars as pl
+import pyarrow.parquet as pq
 
-from dagster_project.errors import InvalidRequestError, SourceDataError
+from dagster_project.checks import CheckOutcome, kline_checks
+from dagster_project.errors import (
+    DataCheckError,
+    InvalidRequestError,
+    ShrinkRefusedError,
+    SourceDataError,
+)
 from dagster_project.klines import TIMESTAMP, TimeRange, conform, interval_length, to_utc
 from dagster_project.lake import Lake
 from dagster_project.schemas import RAW_TABLES, conform_to
@@ -29,6 +39,9 @@ class KlineSource(Protocol):
     """Anything that returns contract klines for a symbol, interval and time range."""
 
     name: str
+
+    def check_symbols(self, symbols: Sequence[str]) -> None:
+        """Raise ``InvalidRequestError`` naming every symbol the source does not serve."""
 
     def fetch_klines(self, symbol: str, interval: str, time_range: TimeRange) -> pl.DataFrame: ...
 
@@ -59,18 +72,28 @@ def check_symbol(symbol: str) -> str:
 
 
 def land_day(
-    lake: Lake, source: KlineSource, symbol: str, interval: str, day: dt.date
+    lake: Lake,
+    source: KlineSource,
+    symbol: str,
+    interval: str,
+    day: dt.date,
+    replace: bool = False,
 ) -> LandedPartition:
     """Fetch one UTC day from ``source`` and replace its raw partition (empty if no rows)."""
-    return land_days(lake, source, symbol, interval, [day])[0]
+    return land_days(lake, source, symbol, interval, [day], replace)[0]
 
 
 def land_days(
-    lake: Lake, source: KlineSource, symbol: str, interval: str, days: list[dt.date]
+    lake: Lake,
+    source: KlineSource,
+    symbol: str,
+    interval: str,
+    days: list[dt.date],
+    replace: bool = False,
 ) -> list[LandedPartition]:
     """Fetch ``days`` (sorted) from ``source`` in one request range and replace their raw
     partitions (a day without rows lands empty). REST pages and Vision monthly archives serve a
-    range far faster than day by day."""
+    range far faster than day by day. Every day is checked before any lands (``land_klines``)."""
     check_symbol(symbol)
     interval_length(interval)
     span = TimeRange.checked(to_utc(days[0]), to_utc(days[-1]) + dt.timedelta(days=1))
@@ -80,7 +103,9 @@ def land_days(
     skipped = pl.col("open_time").dt.date().is_between(days[0], days[-1]) & ~pl.col(
         "open_time"
     ).dt.date().is_in(days)
-    return land_klines(lake, symbol, interval, frame.filter(~skipped), days=days)
+    return land_klines(
+        lake, symbol, interval, frame.filter(~skipped), days, replace=replace, origin=source.name
+    )
 
 
 def land_symbol_day(
@@ -100,17 +125,84 @@ def land_klines(
     frame: pl.DataFrame,
     days: list[dt.date] | None = None,
     ingested_at: dt.datetime | None = None,
+    replace: bool = False,
+    origin: str | None = None,
 ) -> list[LandedPartition]:
-    """Write ``frame`` into one raw partition per UTC day of ``open_time``.
+    """Write ``frame`` into one raw partition per UTC day of ``open_time``, once every day has
+    passed ``check_klines`` (nothing is written when one fails).
 
     ``days`` names days to write even when they hold no rows (an empty partition records that the
     source had nothing); rows outside ``days`` are an error when it is given.
     """
+    by_day = check_klines(lake, symbol, interval, frame, days, ingested_at, replace, origin)
+    return write_days(lake, "klines", {"symbol": symbol, "interval": interval}, by_day)
+
+
+def check_klines(
+    lake: Lake,
+    symbol: str,
+    interval: str,
+    frame: pl.DataFrame,
+    days: list[dt.date] | None = None,
+    ingested_at: dt.datetime | None = None,
+    replace: bool = False,
+    origin: str | None = None,
+    now: dt.datetime | None = None,
+) -> dict[dt.date, pl.DataFrame]:
+    """The rows ``land_klines`` would write, by day, after the checks that must pass first.
+
+    Each day must pass the raw/klines asset's data checks (``checks.kline_checks``), else
+    :class:`DataCheckError`; and unless ``replace``, it must hold at least as many rows as are
+    landed for it already, else :class:`ShrinkRefusedError`. Both name ``origin`` (a file, a
+    source; by default the rows' ``source``), the day and what failed. Nothing is written here.
+    """
     check_symbol(symbol)
     interval_length(interval)
     frame = with_ingested_at(conform(frame), ingested_at)
+    origin = origin or source_names(frame)
+    by_day = rows_by_day(frame, "open_time", days, f"{symbol} klines")
+    now = now or dt.datetime.now(dt.UTC)
     keys = {"symbol": symbol, "interval": interval}
-    return land_daily(lake, "klines", keys, frame, "open_time", days)
+    for day, rows in by_day.items():
+        refuse_failed_checks(rows, day, now, f"{origin}: {symbol} {interval} {day}")
+        if not replace:
+            refuse_shrink(lake, keys, day, rows.height, origin)
+    return by_day
+
+
+def refuse_failed_checks(rows: pl.DataFrame, day: dt.date, now: dt.datetime, what: str) -> None:
+    failed = [o for o in kline_checks(rows, day, now) if not o.passed and not o.warn_only]
+    if failed:
+        raise DataCheckError(
+            f"{what} fails data check {', '.join(o.name for o in failed)}: "
+            f"{'; '.join(describe_failure(o) for o in failed)}; refused, nothing of it was landed"
+        )
+
+
+def describe_failure(outcome: CheckOutcome) -> str:
+    details = ", ".join(f"{key}={value}" for key, value in outcome.metadata.items())
+    return f"expected {outcome.description} ({details})"
+
+
+def refuse_shrink(lake: Lake, keys: dict[str, str], day: dt.date, rows: int, origin: str) -> None:
+    landed = landed_rows(lake, "klines", {**keys, "date": day})
+    if rows < landed:
+        raise ShrinkRefusedError(
+            f"{origin}: {' '.join(keys.values())} {day} has {rows} rows but {landed} are landed; "
+            "refused to shrink a landed day (replace it on purpose with --replace, or "
+            "replace=True); nothing was landed"
+        )
+
+
+def landed_rows(lake: Lake, table: str, keys: dict[str, object]) -> int:
+    """Rows in a raw partition now (0 when it does not exist), from the Parquet footers."""
+    files = lake.partition_files("raw", table, keys)
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in files)
+
+
+def source_names(frame: pl.DataFrame) -> str:
+    names = sorted(frame["source"].drop_nulls().unique().to_list())
+    return ",".join(names) or "source"
 
 
 def land_daily(
@@ -128,20 +220,34 @@ def land_daily(
     unless every row is valid.
     """
     symbol = check_symbol(keys["symbol"])
-    frame = sorted_by_time(frame, time_column, f"{symbol} {table}")
+    return write_days(lake, table, keys, rows_by_day(frame, time_column, days, f"{symbol} {table}"))
+
+
+def rows_by_day(
+    frame: pl.DataFrame, time_column: str, days: list[dt.date] | None, what: str
+) -> dict[dt.date, pl.DataFrame]:
+    """``frame`` split by UTC day of ``time_column``, in day order; with ``days``, exactly those
+    days (empty frames for days without rows), and rows on any other day are an error."""
+    frame = sorted_by_time(frame, time_column, what)
     by_day = split_by_day(frame, time_column)
     if days is not None:
         stray = sorted(set(by_day) - set(days))
         if stray:
             raise SourceDataError(
-                f"source returned {symbol} {table} rows on {stray[0]} outside the requested days "
+                f"source returned {what} rows on {stray[0]} outside the requested days "
                 f"{days[0]}..{days[-1]}"
             )
         by_day = {day: by_day.get(day, frame.clear()) for day in days}
+    return dict(sorted(by_day.items()))
+
+
+def write_days(
+    lake: Lake, table: str, keys: dict[str, str], by_day: dict[dt.date, pl.DataFrame]
+) -> list[LandedPartition]:
     landed = []
-    for day, rows in sorted(by_day.items()):
+    for day, rows in by_day.items():
         path = lake.write_partition("raw", table, {**keys, "date": day}, rows)
-        landed.append(LandedPartition(symbol, day, path, rows.height, keys.get("interval")))
+        landed.append(LandedPartition(keys["symbol"], day, path, rows.height, keys.get("interval")))
         log.info("landed %s %s %s: %d rows", table, " ".join(keys.values()), day, rows.height)
     return landed
 

@@ -1,6 +1,8 @@
 -- Curated klines for one symbol-day: raw klines deduplicated, then resampled to one bar length.
 -- A bar is built only from base bars that exist: one whose base bars are partly missing is kept
 -- with is_complete = false, one with none is absent (kline_gaps records it). Nothing is invented.
+-- Sums of doubles add the base bars in open_time order: unordered, threads add them in varying
+-- order and reruns differ in the last bits.
 -- params:
 --   $raw_files  list of raw/klines Parquet files of one symbol, base interval and UTC day
 --   $base_us    length of the raw (base) interval in microseconds, e.g. 60000000 for 1m
@@ -32,12 +34,12 @@ select
     max(high) as high,
     min(low) as low,
     arg_max(close, open_time) as close,
-    sum(volume) as volume,
+    sum(volume order by open_time) as volume,
     bar_open_time + to_microseconds($bar_us - 1000) as close_time,
-    sum(quote_volume) as quote_volume,
+    sum(quote_volume order by open_time) as quote_volume,
     sum(trades)::bigint as trades,
-    sum(taker_buy_base_volume) as taker_buy_base_volume,
-    sum(taker_buy_quote_volume) as taker_buy_quote_volume,
+    sum(taker_buy_base_volume order by open_time) as taker_buy_base_volume,
+    sum(taker_buy_quote_volume order by open_time) as taker_buy_quote_volume,
     count(*) as base_bars,
     count(*) = $bar_us // $base_us as is_complete,
     string_agg(distinct source, ',' order by source) as source

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from dagster_project.integrity import IntegrityReport
 from dagster_project.klines import to_utc
 
 
@@ -302,4 +303,19 @@ def sequence_integrity(frame: pl.DataFrame, market: str) -> CheckOutcome:
         "every event continues the previous one (a break marks a resync from a new snapshot)",
         {"breaks": breaks.height, **first_values(breaks, "final_update_id")},
         warn_only=True,
+    )
+
+
+def files_intact(report: IntegrityReport) -> CheckOutcome:
+    """Fails naming every lake file whose bytes differ from the hash recorded at write time;
+    files written before hashes were recorded are counted, not failed."""
+    return CheckOutcome(
+        "lake_files_intact",
+        report.ok,
+        "every lake file matches the content hash recorded when it was written",
+        {
+            "intact": report.intact,
+            "damaged": [str(path) for path in report.damaged],
+            "unverified_written_before_hashes": len(report.unverified),
+        },
     )

@@ -16,6 +16,7 @@ import duckdb
 import polars as pl
 
 from dagster_project.errors import InvalidRequestError
+from dagster_project.integrity import verify_files
 from dagster_project.klines import CURATED_INTERVALS, INTERVALS, interval_length, to_utc
 from dagster_project.lake import Lake, connect
 from dagster_project.sql import run_sql
@@ -83,6 +84,7 @@ def curate_interval(
     raw_file = lake.partition_file(
         "raw", "klines", {"symbol": symbol, "interval": base, "date": day}
     )
+    verify_files([raw_file])
     keys = {"symbol": symbol, "interval": interval, "date": day}
     bar_us = microseconds(interval)
     klines = run_sql(

@@ -12,6 +12,7 @@ import polars as pl
 
 from dagster_project.errors import InvalidRequestError
 from dagster_project.indicators import compute_indicators, feature_availability, warmup_days
+from dagster_project.integrity import verify_files
 from dagster_project.klines import CURATED_INTERVALS, to_utc
 from dagster_project.lake import Lake
 from dagster_project.partitions import consecutive_stretches
@@ -58,6 +59,7 @@ def build_microstructure(
             f"microstructure for {symbol} on {day} needs 1m curated klines, depth snapshots and "
             f"agg trades; missing {', '.join(missing)}"
         )
+    verify_files(list(inputs.values()))
     params = {name: [str(path)] for name, path in inputs.items()} | {"top_n": settings.top_n}
     features = run_sql(con, "features/microstructure", params).pl()
     lake.write_partition("features", "microstructure", {"symbol": symbol, "date": day}, features)
@@ -135,7 +137,7 @@ def span_files(
     span = (last - first).days + days_before + days_after
     days = (first - dt.timedelta(days=days_before - n) for n in range(span + 1))
     files = (curated_file(lake, symbol, interval, d) for d in days)
-    return [str(f) for f in files if f.is_file()]
+    return verify_files([str(f) for f in files if f.is_file()])
 
 
 def curated_file(lake: Lake, symbol: str, interval: str, day: dt.date) -> Path:

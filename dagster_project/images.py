@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 import ml.images
 from dagster_project.checks import CheckOutcome
 from dagster_project.errors import InvalidRequestError
+from dagster_project.integrity import verify_files
 from dagster_project.klines import CURATED_INTERVALS
 from dagster_project.labels import DATASETS, WINDOW_SIZES
 from dagster_project.lake import Lake
@@ -192,6 +193,7 @@ def read_shard(lake: Lake, part: WindowPartition, style: Style) -> ImageShard | 
     """The cached shard, or None when there is none or it was drawn with another style or
     another version of the renderer. Its images are a read-only view of the file's buffer."""
     path = shard_path(lake, part, style)
+    verify_files([path])
     if not shard_is_current(path, style, part.window_size):
         return None
     table = pq.read_table(path)

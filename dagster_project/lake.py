@@ -9,15 +9,24 @@ one, never a mix, and a failure at any point leaves the old one in place.
 A long-running writer (the order-book collector) adds to a partition instead: each flush is one
 more immutable file ``part-<label>.parquet`` in the leaf, written the same atomic way, so what was
 received survives a crash and nothing is rewritten. Readers take every ``part-*.parquet`` of a leaf.
+
+Every data file gets a sidecar naming the sha256 of its bytes (``dagster_project.integrity``),
+created before the rename, so damage on disk is detected before the file feeds another partition.
+A temporary file's name holds its writer's pid and host; a writer sweeps the leftovers of dead
+writers from the leaf it writes (a kill between the write and the rename leaves one).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import re
+import socket
+import time
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +37,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dagster_project.errors import InvalidRequestError, LakeWriteError
+from dagster_project.integrity import (
+    digest_of,
+    leaf_names,
+    orphan_sidecars,
+    sidecar_path,
+    sidecars,
+    verify_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +68,15 @@ HIVE_TYPES = {
     "date": "DATE",
     "window_size": "INTEGER",
 }
+
+# A temporary file: ``.<target>.<pid>@<host>.<hex>.tmp`` (older writers: ``.<target>.<hex>.tmp``),
+# plus DuckDB's ``.wal`` beside a catalog being built.
+_TEMP = re.compile(
+    r"^\.(?P<target>.+?)\.(?:(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.)?[0-9a-f]{32}\.tmp(?:\.wal)?$"
+)
+# A leftover whose writer's liveness cannot be checked (another host, or an old name without a
+# pid) is swept once this old; a partition write takes seconds.
+STALE_TEMP_SECONDS = 3600
 
 _KEY_VALUE = re.compile(r"^[A-Za-z0-9_.:-]+$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -118,6 +144,8 @@ class Lake:
         for stale in target.parent.glob(PART_GLOB):
             if stale != target:  # parts appended by a collector: the partition is replaced whole
                 stale.unlink(missing_ok=True)
+        for orphan in orphan_sidecars(target.parent):
+            orphan.unlink(missing_ok=True)
         return written
 
     def append_part(
@@ -145,7 +173,7 @@ class Lake:
             raise InvalidRequestError(
                 f"partition {self.partition_dir(layer, table, keys)} has no data files"
             )
-        return pl.read_parquet(files)
+        return pl.read_parquet(verify_files(files))
 
     def partitions(self, layer: str, table: str) -> Iterator[dict[str, str]]:
         """The keys of every partition of a table that has a data file."""
@@ -156,25 +184,97 @@ class Lake:
 
 
 def write_file_atomically(target: Path, data: pl.DataFrame | pa.Table, keys) -> Path:
-    """Write ``data`` (partition keys dropped) to ``target`` via an fsynced temporary file."""
+    """Write ``data`` (partition keys dropped) to ``target`` via an fsynced temporary file,
+    recording its hash in a sidecar before the rename (see ``dagster_project.integrity``)."""
     arrow = data.to_arrow() if isinstance(data, pl.DataFrame) else data
     arrow = drop_partition_columns(arrow, keys)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    sweep_stale_temps(target.parent, "part-")
+    tmp, new_sidecar = temp_path(target), None
     try:
         pq.write_table(arrow, tmp, compression="zstd")
         _fsync(tmp)
+        sidecar, new_sidecar = record_digest(tmp, target)
         os.replace(tmp, target)
+        new_sidecar = None  # now the record of the target's bytes: kept whatever follows
         _fsync(target.parent)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if new_sidecar is not None:
+            new_sidecar.unlink(missing_ok=True)
         if isinstance(exc, Exception):
             raise LakeWriteError(
                 f"could not write partition {target}: {exc}; the previous version is intact"
             ) from exc
         raise
+    drop_other_sidecars(target, sidecar)
     log.debug("wrote %s rows to %s", arrow.num_rows, target)
     return target
+
+
+def record_digest(tmp: Path, target: Path) -> tuple[Path, Path | None]:
+    """Create ``target``'s sidecar for the bytes of ``tmp``, durably (the directory is fsynced,
+    so the rename that follows cannot reach the disk before it). Returns the sidecar, and it
+    again when this call created it (None when the same bytes were already recorded)."""
+    sidecar = sidecar_path(target, digest_of(tmp))
+    if sidecar.exists():
+        return sidecar, None
+    sidecar.touch()
+    _fsync(target.parent)
+    return sidecar, sidecar
+
+
+def drop_other_sidecars(target: Path, keep: Path) -> None:
+    for sidecar in sidecars(target):
+        if sidecar != keep:
+            sidecar.unlink(missing_ok=True)
+
+
+def temp_path(target: Path, pid: int | None = None, host: str | None = None) -> Path:
+    """A fresh temporary name for ``target`` in its directory, naming the writer (this process
+    unless ``pid`` and ``host`` say otherwise) so that a sweep can tell a dead writer's."""
+    writer = f"{pid or os.getpid()}@{host or this_host()}"
+    return target.parent / f".{target.name}.{writer}.{uuid.uuid4().hex}.tmp"
+
+
+def sweep_stale_temps(directory: Path, target_prefix: str) -> list[Path]:
+    """Delete the temporary files in ``directory`` of targets named ``target_prefix…`` whose
+    writer is dead (this host) or that are older than ``STALE_TEMP_SECONDS`` (another host, or
+    no writer in the name). A live writer's temporary file is never touched."""
+    swept = []
+    for name in leaf_names(directory):
+        match = _TEMP.match(name)
+        if match and match["target"].startswith(target_prefix) and is_stale(directory / name):
+            (directory / name).unlink(missing_ok=True)
+            swept.append(directory / name)
+    if swept:
+        log.info("swept %s leftover temporary files of dead writers from %s", len(swept), directory)
+    return swept
+
+
+def is_stale(path: Path) -> bool:
+    match = _TEMP.match(path.name)
+    if match["pid"] and match["host"] == this_host():
+        return not pid_alive(int(match["pid"]))
+    try:
+        return time.time() - path.stat().st_mtime > STALE_TEMP_SECONDS
+    except FileNotFoundError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+@functools.cache
+def this_host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "localhost"
 
 
 def ordered_keys(keys: Mapping[str, object]) -> list[tuple[str, str]]:
@@ -212,6 +312,10 @@ def _fsync(path: Path) -> None:
 # DuckDB: connections and the catalog of views
 
 
+class CatalogRootWarning(UserWarning):
+    """The catalog was built for a lake at another location (a copied or moved lake)."""
+
+
 def connect(
     database: str | Path = ":memory:", read_only: bool = False, config: dict | None = None
 ) -> duckdb.DuckDBPyConnection:
@@ -238,16 +342,18 @@ def build_catalog(lake: Lake, views: tuple[CatalogView, ...]) -> list[str]:
     Returns the names of the views created.
     """
     lake.root.mkdir(parents=True, exist_ok=True)
-    tmp = lake.root / f".{CATALOG_FILE}.{uuid.uuid4().hex}.tmp"
+    sweep_stale_temps(lake.root, CATALOG_FILE)
+    tmp = temp_path(lake.catalog_path)
     created = []
     try:
         con = connect(tmp, config={"storage_compatibility_version": CATALOG_STORAGE_VERSION})
         try:
+            record_catalog_root(con, lake)
             for view in views:
                 keys = next(lake.partitions(view.layer, view.table), None)
                 if keys is not None:
                     glob = lake.glob(view.layer, view.table, tuple(keys), view.files)
-                    con.execute(view_ddl(view.name, glob, tuple(keys)))
+                    create_view(con, lake, view, view_ddl(view.name, glob, tuple(keys)))
                     created.append(view.name)
         finally:
             con.close()
@@ -256,6 +362,75 @@ def build_catalog(lake: Lake, views: tuple[CatalogView, ...]) -> list[str]:
         tmp.unlink(missing_ok=True)
         Path(f"{tmp}.wal").unlink(missing_ok=True)
     return created
+
+
+def create_view(
+    con: duckdb.DuckDBPyConnection, lake: Lake, view: CatalogView, ddl: str
+) -> None:
+    """Run ``ddl``; DuckDB reads a file of the table to bind the view, so a failure there is
+    reported as the table's damaged files when there are any."""
+    try:
+        con.execute(ddl)
+    except duckdb.Error:
+        verify_files(sorted(lake.table_dir(view.layer, view.table).rglob(view.files)))
+        raise
+
+
+def record_catalog_root(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    """Store where the catalog was built, in its one table (the rest are views): the views hold
+    absolute globs into that lake, so a copied lake's catalog would read the original's files."""
+    con.execute("create table candlelake_catalog (lake_root varchar, built_at timestamptz)")
+    con.execute("insert into candlelake_catalog values ($root, now())", {"root": str(lake.root)})
+
+
+def open_catalog(lake: Lake) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the lake's catalog; warns when it reads another lake's files."""
+    if not lake.catalog_path.is_file():
+        raise InvalidRequestError(
+            f"no catalog at {lake.catalog_path}; build it with `candlelake catalog`"
+        )
+    con = connect(lake.catalog_path, read_only=True)
+    mismatch = catalog_root_mismatch_on(con, lake)
+    if mismatch:
+        warnings.warn(mismatch, CatalogRootWarning, stacklevel=2)
+    return con
+
+
+def catalog_root_mismatch(lake: Lake) -> str | None:
+    """Why the lake's catalog would not read this lake's files, or None when it does.
+
+    A copied or moved lake keeps a catalog whose views name the original location's files.
+    """
+    if not lake.catalog_path.is_file():
+        return None
+    con = connect(lake.catalog_path, read_only=True)
+    try:
+        return catalog_root_mismatch_on(con, lake)
+    finally:
+        con.close()
+
+
+def catalog_root_mismatch_on(con: duckdb.DuckDBPyConnection, lake: Lake) -> str | None:
+    fix = f"rebuild it with `candlelake --lake {lake.root} catalog`"
+    recorded = con.execute(
+        "select 1 from duckdb_tables() where table_name = 'candlelake_catalog'"
+    ).fetchall()
+    if not recorded:
+        return (
+            f"catalog {lake.catalog_path} does not record which lake it was built for (built "
+            f"before candlelake recorded it); its views may read another lake's files; {fix}"
+        )
+    ((built_root,),) = con.execute("select lake_root from candlelake_catalog").fetchall()
+    if same_path(Path(built_root), lake.root):
+        return None
+    return (
+        f"catalog {lake.catalog_path} was built for the lake at {built_root}, not {lake.root}: "
+        f"its views read {built_root}'s files; {fix}"
+    )
+
+
+def same_path(a: Path, b: Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def view_ddl(name: str, glob: str, keys: tuple[str, ...]) -> str:

@@ -18,6 +18,7 @@ import polars as pl
 from dagster_project.datasets import candle_history_days
 from dagster_project.errors import InvalidRequestError
 from dagster_project.features import span_files
+from dagster_project.integrity import verify_files
 from dagster_project.klines import interval_length
 from dagster_project.lake import Lake
 from dagster_project.sql import run_sql
@@ -61,6 +62,7 @@ def load_windows(
     missing = [str(path) for path in window_files if not path.is_file()]
     if missing:
         raise InvalidRequestError(f"no windows partition at {', '.join(missing)}")
+    verify_files(window_files)
     history = candle_history_days(part.interval)
     frame = run_sql(
         con,

@@ -64,6 +64,7 @@ def test_every_landed_table_has_its_checks():
     expected |= {("labels/labels", "known_at_after_decision_time")}
     expected |= {("windows/splits", "no_training_label_reaches_test")}
     expected |= {(f"images/{dataset}", "images_match_windows") for dataset in IMAGE_DATASETS}
+    expected |= {("catalog", "lake_files_intact")}
     assert checks == expected | {("curated/kline_gaps", "gap_report")}
 
 

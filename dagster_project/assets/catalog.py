@@ -2,11 +2,14 @@
 
 import dagster as dg
 
+from dagster_project.assets.common import check_result
 from dagster_project.assets.curate import CURATED_KLINES, KLINE_GAPS
 from dagster_project.assets.datasets import LABELS, SPLITS, WINDOWS
 from dagster_project.assets.features import INDICATORS, MICROSTRUCTURE
 from dagster_project.assets.images import IMAGES
 from dagster_project.assets.ingest import RAW_AGG_TRADES, RAW_DEPTH_SNAPSHOTS, RAW_KLINES
+from dagster_project.checks import files_intact
+from dagster_project.integrity import verify_lake
 from dagster_project.lake import PART_GLOB, CatalogView, build_catalog
 from dagster_project.resources import LakeResource
 
@@ -28,10 +31,11 @@ CATALOG_VIEWS = (
     CatalogView("split_specs", "windows", "split_specs"),
     *(CatalogView(f"images_{dataset}", "images", dataset) for dataset in IMAGES),
 )
+CATALOG = dg.AssetKey(["catalog"])
 
 
 @dg.asset(
-    key=dg.AssetKey(["catalog"]),
+    key=CATALOG,
     deps=[
         RAW_KLINES,
         CURATED_KLINES,
@@ -47,6 +51,9 @@ CATALOG_VIEWS = (
     ],
     group_name="catalog",
     kinds={"duckdb"},
+    # Here, not per partition: the catalog spans the whole lake, so its check hashes every file
+    # of every table (images and split specs too) and names each damaged one.
+    check_specs=[dg.AssetCheckSpec("lake_files_intact", asset=CATALOG)],
     description="lake/candlelake.duckdb: one view per lake table over its Hive-partitioned "
     'Parquet, e.g. `duckdb lake/candlelake.duckdb -c "select symbol, count(*) from klines '
     'group by all"`.',
@@ -59,5 +66,6 @@ def catalog(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Materia
         metadata={
             "path": dg.MetadataValue.path(str(the_lake.catalog_path)),
             "views": ", ".join(views),
-        }
+        },
+        check_results=[check_result(CATALOG, files_intact(verify_lake(the_lake)))],
     )

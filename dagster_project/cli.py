@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import sys
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import click
 
+from dagster_project.console import DEFAULT_ROW_LIMIT, DEFAULT_TIMEOUT_S
 from dagster_project.errors import CandlelakeError, InvalidRequestError
 from dagster_project.ingest.sources import SourceSettings
-from dagster_project.klines import TimeRange
+from dagster_project.klines import TimeRange, to_utc
 
 log = logging.getLogger("candlelake")
 
@@ -62,13 +64,78 @@ def split_symbols(value: str) -> list[str]:
     return [s.strip().upper() for s in value.split(",") if s.strip()]
 
 
+def symbol_list(_ctx, param: click.Parameter, value: str | None) -> list[str] | None:
+    """The ``--symbols`` callback: the symbols named; a value naming none ("", ",,,") is refused
+    before the command does anything."""
+    if value is None:
+        return None
+    symbols = split_symbols(value)
+    if not symbols:
+        raise InvalidRequestError(
+            f"no symbols in {param.opts[0]} {value!r}; expected comma-separated symbols, "
+            "e.g. BTCUSDT,ETHUSDT"
+        )
+    return symbols
+
+
+def day_list(_ctx, param: click.Parameter, value: str | None) -> list[dt.date] | None:
+    """The ``--days`` callback: the UTC days named; none, a bad date or a day after today (UTC)
+    is refused before the command does anything."""
+    if value is None:
+        return None
+    option = param.opts[0]
+    texts = [text.strip() for text in value.split(",") if text.strip()]
+    if not texts:
+        raise InvalidRequestError(
+            f"{option} {value!r} names no day; expected comma-separated UTC days, e.g. 2024-03-01"
+        )
+    days = [parse_day(text, option) for text in texts]
+    today = dt.datetime.now(dt.UTC).date()
+    late = [day for day in days if day > today]
+    if late:
+        raise InvalidRequestError(
+            f"day {late[0]} in {option} is after today ({today}, UTC); klines exist only for "
+            "past days"
+        )
+    return days
+
+
+def parse_day(text: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise InvalidRequestError(f"bad day {text!r} in {option}; expected YYYY-MM-DD") from None
+
+
+def checked_range(start: str, end: str) -> TimeRange:
+    """``--start``/``--end`` as a range; an end after today (UTC) is refused, not cut to now, so
+    a mistyped year (2017 to 2100) lands nothing instead of eight years."""
+    now = dt.datetime.now(dt.UTC)
+    time_range = TimeRange.checked(start, end, now)  # refuses a start after now
+    tomorrow = now.date() + dt.timedelta(days=1)
+    if to_utc(end) > to_utc(tomorrow):
+        raise InvalidRequestError(
+            f"--end {end} is after today (UTC); expected at most {tomorrow} "
+            "(exclusive: today's bars so far)"
+        )
+    return time_range
+
+
 @main.command()
 @click.option(
-    "--symbols", default=None, help="Comma-separated symbols (default BTCUSDT,ETHUSDT,SOLUSDT)."
+    "--symbols",
+    default=None,
+    callback=symbol_list,
+    help="Comma-separated symbols (default BTCUSDT,ETHUSDT,SOLUSDT).",
 )
-@click.option("--days", default=None, help="Comma-separated UTC days (default 2024-03-01..03).")
+@click.option(
+    "--days",
+    default=None,
+    callback=day_list,
+    help="Comma-separated UTC days (default 2024-03-01..03).",
+)
 @click.pass_obj
-def run(lake, symbols: str | None, days: str | None) -> None:
+def run(lake, symbols: list[str] | None, days: list[dt.date] | None) -> None:
     """The main job: materialize the whole asset graph offline (simulator data)."""
     from dagster_project import main_job
 
@@ -81,8 +148,8 @@ def run(lake, symbols: str | None, days: str | None) -> None:
     report = main_job.run_main_job(
         defs,
         instance,
-        split_symbols(symbols) if symbols else main_job.DEFAULT_SYMBOLS,
-        days.split(",") if days else main_job.DEFAULT_DAYS,
+        symbols or main_job.DEFAULT_SYMBOLS,
+        days or main_job.DEFAULT_DAYS,
         progress=click.echo,
     )
     click.echo(
@@ -132,7 +199,12 @@ def source_options(command):
             default="simulator",
             show_default=True,
         ),
-        click.option("--symbols", required=True, help="Comma-separated symbols, e.g. BTCUSDT."),
+        click.option(
+            "--symbols",
+            required=True,
+            callback=symbol_list,
+            help="Comma-separated symbols, e.g. BTCUSDT.",
+        ),
         click.option("--interval", default="1m", show_default=True, help="Interval landed."),
         click.option("--start", required=True, help="UTC start (ISO date/time) from 00:00."),
         click.option("--end", required=True, help="UTC end, exclusive; widened to the next 00:00."),
@@ -164,11 +236,19 @@ def source_settings(source: str, base_url: str | None, market: str, freqtrade_di
     )
 
 
+replace_option = click.option(
+    "--replace",
+    is_flag=True,
+    help="Let a day land with fewer rows than are landed for it (refused otherwise).",
+)
+
+
 @main.command()
 @source_options
+@replace_option
 @click.pass_obj
 def ingest(
-    lake, source, symbols, interval, start, end, base_url, market, freqtrade_dir, seed
+    lake, source, symbols, interval, start, end, base_url, market, freqtrade_dir, seed, replace
 ) -> None:
     """Land and curate klines for whole UTC days from a source (the fast path: no features)."""
     from dagster_project.backfill import ingest_range
@@ -178,12 +258,13 @@ def ingest(
     summary = ingest_range(
         lake,
         make_source(settings, lake.root),
-        split_symbols(symbols),
+        symbols,
         interval,
-        TimeRange.checked(start, end),
+        checked_range(start, end),
         instance=cli_instance(),
         progress=click.echo,
         track=progress_bar,
+        replace=replace,
     )
     finish(lake, summary)
 
@@ -223,10 +304,8 @@ def build(
 
     settings = source_settings(source, base_url, market, freqtrade_dir, seed)
     runs = builder.range_runs(
-        [check_symbol(s) for s in split_symbols(symbols)], whole_days(TimeRange.checked(start, end))
+        [check_symbol(s) for s in symbols], whole_days(checked_range(start, end))
     )
-    if not runs:
-        raise InvalidRequestError(f"no symbols in --symbols {symbols!r}; expected e.g. BTCUSDT")
     os.environ["CANDLELAKE_LAKE"] = str(lake.root)
     instance = cli_instance() or ephemeral_instance()
     from dagster_project.definitions import defs
@@ -275,19 +354,23 @@ def ephemeral_instance():
 
 @main.command("import-freqtrade")
 @click.argument("folder", type=click.Path(file_okay=False))
-@click.option("--symbols", default="", help="Only these symbols (comma-separated).")
+@click.option(
+    "--symbols", default=None, callback=symbol_list, help="Only these symbols (comma-separated)."
+)
+@replace_option
 @click.pass_obj
-def import_freqtrade(lake, folder: str, symbols: str) -> None:
+def import_freqtrade(lake, folder: str, symbols: list[str] | None, replace: bool) -> None:
     """Import a freqtrade data folder (user_data/data/binance) as-is, then curate it."""
     from dagster_project.backfill import import_freqtrade_dir
 
     summary = import_freqtrade_dir(
         lake,
         folder,
-        split_symbols(symbols),
+        symbols or [],
         instance=cli_instance(),
         progress=click.echo,
         track=progress_bar,
+        replace=replace,
     )
     finish(lake, summary)
 
@@ -311,8 +394,9 @@ def import_freqtrade(lake, folder: str, symbols: str) -> None:
 def replay_depth(lake, files, symbol, market, cadence_s, levels) -> None:
     """Rebuild a book from recorded streams (<receive ns> <json> lines) and land it.
 
-    FILES are replayed in the order given (a later file continues an earlier one); snapshots and
-    every applied diff event land in raw/depth_snapshots and raw/depth_updates, by UTC day.
+    FILES are replayed in the order given (a later file continues an earlier one); snapshots,
+    every applied diff event and @aggTrade messages land in raw/depth_snapshots,
+    raw/depth_updates and raw/agg_trades, by UTC day. Exits 2 when no depth event was applied.
     """
     from dagster_project.backfill import replay_recordings
 
@@ -324,13 +408,22 @@ def replay_depth(lake, files, symbol, market, cadence_s, levels) -> None:
         f"{stats.events_applied} events applied, {stats.events_dropped} dropped, "
         f"{stats.resync_count} resyncs {dict(stats.resyncs) or ''}"
     )
-    click.echo(f"{result.snapshots.height} snapshot rows, {result.updates.height} update rows")
+    click.echo(result.counts())
+    click.echo(
+        f"{result.snapshots.height} snapshot rows, {result.updates.height} update rows, "
+        f"{result.agg_trades.height} agg trade rows"
+    )
     click.echo(f"book vs bookTicker: {tickers.compared} compared, {tickers.mismatched} mismatched")
     rebuild_catalog(lake)
 
 
 @main.command("collect-depth")
-@click.option("--symbols", required=True, help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.")
+@click.option(
+    "--symbols",
+    required=True,
+    callback=symbol_list,
+    help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.",
+)
 @click.option(
     "--market", type=click.Choice(["spot", "futures_um"]), default="spot", show_default=True
 )
@@ -358,11 +451,12 @@ def collect_depth_command(
     --flush-every seconds, at each UTC midnight and on stop; reconnects and resyncs by itself.
     """
     from dagster_project.ingest.binance_rest import BinanceRestConfig
-    from dagster_project.ingest.collector import CollectorConfig, collect_depth
+    from dagster_project.ingest.collector.config import CollectorConfig
+    from dagster_project.ingest.collector.depth_collector import collect_depth
 
     rest = BinanceRestConfig.preset(market, **({"base_url": rest_url} if rest_url else {}))
     config = CollectorConfig(
-        symbols=tuple(split_symbols(symbols)),
+        symbols=tuple(symbols),
         market=market,
         ws_base_url=ws_url,
         rest=rest,
@@ -385,7 +479,12 @@ def collect_depth_command(
 
 
 @main.command("poll-depth")
-@click.option("--symbols", required=True, help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.")
+@click.option(
+    "--symbols",
+    required=True,
+    callback=symbol_list,
+    help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.",
+)
 @click.option(
     "--market", type=click.Choice(["spot", "futures_um"]), default="spot", show_default=True
 )
@@ -398,11 +497,11 @@ def collect_depth_command(
 def poll_depth_command(lake, symbols, market, base_url, cadence_s, levels, flush_every_s, rounds):
     """Poll REST /depth snapshots into raw/depth_snapshots until Ctrl-C (the no-stream fallback)."""
     from dagster_project.ingest.binance_rest import BinanceRestConfig
-    from dagster_project.ingest.depth_polling import PollConfig, poll_depth
+    from dagster_project.ingest.collector.polling import PollConfig, poll_depth
 
     rest = BinanceRestConfig.preset(market, **({"base_url": base_url} if base_url else {}))
     config = PollConfig(
-        tuple(split_symbols(symbols)),
+        tuple(symbols),
         rest,
         cadence_s,
         levels=levels,
@@ -493,16 +592,41 @@ def catalog(lake) -> None:
 
 @main.command()
 @click.argument("query")
+@click.option(
+    "--limit",
+    "row_limit",
+    type=click.IntRange(min=1),
+    default=DEFAULT_ROW_LIMIT,
+    show_default=True,
+    help="Rows printed at most; a longer result is cut, and says so.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT_S,
+    show_default=True,
+    help="Seconds a query may run before it is stopped.",
+)
 @click.pass_obj
-def sql(lake, query: str) -> None:
-    """Run a query against the catalog, read-only, and print the result."""
-    from dagster_project.lake import connect
+def sql(lake, query: str, row_limit: int, timeout_s: float) -> None:
+    """Run one read-only query against the catalog views and print the result.
 
-    con = connect(lake.catalog_path, read_only=True)
-    try:
-        click.echo(con.sql(query))
-    finally:
-        con.close()
+    The console reads the lake through the catalog only: no other files, no writes, no
+    extensions, no settings.
+    """
+    from dagster_project.console import open_console
+
+    with open_console(lake, row_limit=row_limit, timeout_s=timeout_s) as console:
+        for warning in console.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        result = console.run(query)
+    click.echo(result.table())
+    if result.truncated:
+        click.echo(
+            f"first {row_limit} rows shown; the result has more (add a limit, or raise --limit)",
+            err=True,
+        )
 
 
 def progress_bar(items: list, description: str):
@@ -595,6 +719,33 @@ def split_spec_list(lake) -> None:
         if name in stored and name in BUILTIN_SPECS and stored[name] != BUILTIN_SPECS[name]:
             origin.append(f"CONFLICT: built in as {BUILTIN_SPECS[name].describe()}")
         click.echo(f"{name}: {spec.describe()} [{'; '.join(origin)}]")
+
+
+@main.command()
+@click.pass_obj
+def verify(lake) -> None:
+    """Check every lake file against the content hash recorded when it was written; list each
+    damaged file and exit 2 when there is one."""
+    from dagster_project.errors import CorruptPartitionError
+    from dagster_project.integrity import verify_lake
+    from dagster_project.lake import catalog_root_mismatch
+
+    report = verify_lake(lake)
+    for path in report.damaged:
+        click.echo(f"DAMAGED {path}")
+    click.echo(
+        f"{report.intact} files intact, {len(report.damaged)} damaged, "
+        f"{len(report.unverified)} unverified (written before hashes; re-materialize to record)"
+    )
+    mismatch = catalog_root_mismatch(lake)
+    if mismatch:
+        click.echo(f"warning: {mismatch}")
+    if report.damaged:
+        raise CorruptPartitionError(
+            f"{len(report.damaged)} damaged lake file(s) listed above; re-land (raw) or "
+            "re-materialize those partitions",
+            report.damaged,
+        )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,14 @@ class ChecksumMismatchError(SourceDataError):
     """A downloaded archive does not match its published sha256 checksum."""
 
 
+class DataCheckError(SourceDataError):
+    """Rows from a source fail a data check (``dagster_project.checks``); they were not landed."""
+
+
+class ShrinkRefusedError(CandlelakeError):
+    """A landing would replace a landed day with fewer rows; refused unless asked to replace."""
+
+
 class BinanceAPIError(CandlelakeError):
     """Binance answered with an error that retrying will not fix."""
 
@@ -43,3 +51,14 @@ class SourceCapabilityError(InvalidRequestError):
 
 class RunFailedError(CandlelakeError):
     """A Dagster run of a build failed; the message names the run, the range and the step error."""
+
+
+class CorruptPartitionError(CandlelakeError):
+    """Lake files whose bytes differ from the hash recorded when they were written."""
+
+    def __init__(self, message: str, paths: list | tuple = ()) -> None:
+        super().__init__(message)
+        self.paths = list(paths)
+
+    def __reduce__(self):  # pickled across processes with its paths, not only its message
+        return type(self), (str(self), self.paths)

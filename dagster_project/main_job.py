@@ -8,8 +8,11 @@ and check.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import os
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -19,6 +22,7 @@ from dagster_project.build import QUIET_RUN_CONFIG, BuildReport, range_runs, run
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 DEFAULT_DAYS = ("2024-03-01", "2024-03-02", "2024-03-03")
 DAGSTER_HOME_DIR = ".dagster_home"
+INSTANCE_LOCK_FILE = ".candlelake-instance.lock"
 
 # Written once into a new instance: no telemetry (the machines are offline), and a run queue
 # (used by `dagster dev` backfills) that runs at most two runs at once, so a large backfill never
@@ -42,13 +46,41 @@ def dagster_home(project_dir: Path | None = None) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text(_INSTANCE_YAML)
+        write_config_atomically(config, _INSTANCE_YAML)
     return home
 
 
+def write_config_atomically(path: Path, text: str) -> None:
+    """Write ``path`` under a temporary name and rename it, so no reader sees it half-written."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def persistent_instance(home: Path) -> dg.DagsterInstance:
+    """The Dagster instance in ``home``; every caller opens it here.
+
+    Opening a new instance creates its SQLite databases and stamps their schema version; two
+    processes doing that at once leave a broken instance (duplicate ``alembic_version`` rows,
+    ``table runs already exists``), so the opening is serialised by a lock file in ``home``.
+    """
     os.environ["DAGSTER_HOME"] = str(home)
-    return dg.DagsterInstance.get()
+    with instance_lock(home):
+        return dg.DagsterInstance.get()
+
+
+@contextmanager
+def instance_lock(home: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``home``'s lock file, held for the ``with`` block."""
+    with open(home / INSTANCE_LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def run_main_job(

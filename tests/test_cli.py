@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from dagster_project.cli import main
-from dagster_project.lake import Lake, connect
+from dagster_project.lake import Lake, build_catalog, connect
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME
 from tests.fakes.binance_server import FakeBinance, synthetic_kline_rows
 from tests.fakes.vision_server import VisionServer, build_vision_tree, synthetic_kline_csv
@@ -101,7 +101,7 @@ def test_ingest_from_binance_rest_via_base_url(lake_root):
             "2024-02-04",
         )
         assert result.exit_code == 0, result.output
-        assert len(server.requests_to("klines")) == 5  # ⌈4320 / 1000⌉
+        assert len(server.requests_to("klines")) == 6  # day by day: 3 × ⌈1440 / 1000⌉
     assert catalog_rows(lake_root, "select source, count(*) from raw_klines group by all") == [
         ("binance_rest", 4320)
     ]
@@ -373,3 +373,125 @@ def test_split_spec_add_refusals_are_one_error_line(lake_root, args, message):
     assert len(result.output.strip().splitlines()) == 1
     listed = candlelake(lake_root, "split-spec", "list").output
     assert [line.split(":")[0] for line in listed.splitlines()] == ["default", "march_week"]
+
+
+@pytest.fixture(scope="module")
+def catalogued_lake(tmp_path_factory) -> Lake:
+    from dagster_project.assets.catalog import CATALOG_VIEWS
+    from tests.helpers import simulated_dataset_lake
+
+    lake = simulated_dataset_lake(tmp_path_factory.mktemp("lake"), days=(dt.date(2024, 3, 1),))
+    build_catalog(lake, CATALOG_VIEWS)
+    return lake
+
+
+def test_sql_prints_a_query_and_says_when_the_row_limit_cut_it(catalogued_lake):
+    result = CliRunner().invoke(
+        main,
+        ["--lake", str(catalogued_lake.root), "sql", "--limit", "3", "from range(1e12::bigint)"],
+    )
+    assert result.exit_code == 0, result.output
+    cells = [line.strip("│ ") for line in result.output.splitlines() if line.startswith("│")]
+    assert cells[-3:] == ["0", "1", "2"]
+    assert result.output.endswith(
+        "first 3 rows shown; the result has more (add a limit, or raise --limit)\n"
+    )
+    counted = candlelake(
+        catalogued_lake.root, "sql", "select count(*) as bars from klines where interval = '1m'"
+    )
+    assert counted.exit_code == 0 and "│ 1440 │" in counted.output
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("COPY (select 1) TO '{tmp}/x.csv'", "refused COPY"),
+        ("ATTACH '{tmp}/x.db'", "refused ATTACH"),
+        ("DROP VIEW klines", "refused DROP"),
+        ("select * from read_text('/etc/passwd')", 'Cannot access file "/etc/passwd"'),
+        ("select * from glob('/root/*')", 'Cannot access file "/root/*"'),
+        ("select * from nope", "Table with name nope does not exist"),
+    ],
+)
+def test_sql_refusals_and_errors_are_one_line_and_exit_2(catalogued_lake, tmp_path, query, message):
+    result = CliRunner().invoke(
+        main, ["--lake", str(catalogued_lake.root), "sql", query.format(tmp=tmp_path)]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+    assert candlelake(catalogued_lake.root, "sql", "from klines limit 1").exit_code == 0
+
+
+def test_sql_without_a_catalog_is_one_line_and_exit_2(tmp_path):
+    result = CliRunner().invoke(main, ["--lake", str(tmp_path / "lake"), "sql", "select 1"])
+    assert result.exit_code == 2
+    catalog = tmp_path / "lake" / "candlelake.duckdb"
+    assert result.output == f"error: no catalog at {catalog}; build it with `candlelake catalog`\n"
+
+
+SYMBOL_COMMANDS = {
+    "ingest": ["ingest", "--start", "2024-01-01", "--end", "2024-01-02"],
+    "build": ["build", "--start", "2024-01-01", "--end", "2024-01-02"],
+    "run": ["run", "--days", "2024-03-01"],
+    "import-freqtrade": ["import-freqtrade", "{tmp}"],
+    "collect-depth": ["collect-depth", "--seconds", "1"],
+    "poll-depth": ["poll-depth", "--rounds", "1"],
+}
+
+
+@pytest.mark.parametrize("symbols", ["", ",,,", " , "])
+@pytest.mark.parametrize("command", list(SYMBOL_COMMANDS))
+def test_symbols_naming_no_symbol_are_refused_before_anything_runs(
+    lake_root, tmp_path, command, symbols
+):
+    args = [arg.format(tmp=tmp_path) for arg in SYMBOL_COMMANDS[command]]
+    result = CliRunner().invoke(main, ["--lake", str(lake_root), *args, "--symbols", symbols])
+    assert result.exit_code == 2, result.output
+    assert result.output == (
+        f"error: no symbols in --symbols {symbols!r}; expected comma-separated symbols, "
+        "e.g. BTCUSDT,ETHUSDT\n"
+    )
+    assert not lake_root.exists()
+
+
+def tomorrow_utc() -> dt.date:
+    return dt.datetime.now(UTC).date() + dt.timedelta(days=1)
+
+
+@pytest.mark.parametrize("command", ["ingest", "build"])
+def test_a_range_reaching_past_today_is_refused_before_anything_lands(lake_root, command):
+    args = [command, "--symbols", "BTCUSDT", "--start", "2017-01-01", "--end", "2100-01-01"]
+    result = CliRunner().invoke(main, ["--lake", str(lake_root), *args])
+    assert result.exit_code == 2, result.output
+    assert result.output == (
+        f"error: --end 2100-01-01 is after today (UTC); expected at most {tomorrow_utc()} "
+        "(exclusive: today's bars so far)\n"
+    )
+    assert not lake_root.exists()
+
+
+def test_an_end_of_tomorrow_takes_today_so_far(lake_root):
+    today = dt.datetime.now(UTC).date()
+    args = ["ingest", "--symbols", "BTCUSDT", "--start", str(today), "--end", str(tomorrow_utc())]
+    result = candlelake(lake_root, "--no-record", *args)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("days", "message"),
+    [
+        ("2024-03-01,2100-01-01", "day 2100-01-01 in --days is after today ({today}, UTC)"),
+        ("", "--days '' names no day; expected comma-separated UTC days, e.g. 2024-03-01"),
+        (",", "--days ',' names no day"),
+        ("2024-13-01", "bad day '2024-13-01' in --days; expected YYYY-MM-DD"),
+    ],
+)
+def test_run_refuses_days_after_today_or_none(lake_root, days, message):
+    result = CliRunner().invoke(main, ["--lake", str(lake_root), "run", "--days", days])
+    assert result.exit_code == 2, result.output
+    today = dt.datetime.now(UTC).date()
+    assert result.output.startswith("error: ") and message.format(today=today) in result.output
+    assert len(result.output.splitlines()) == 1
+    assert not lake_root.exists()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import polars as pl
 import pytest
 
-from dagster_project.labels import build_labels
-from dagster_project.lake import connect
-from dagster_project.schemas import AGG_TRADE_SCHEMA, DEPTH_SNAPSHOT_SCHEMA
-from dagster_project.sql import run_sql
+from dagster_project.core.lake import connect
+from dagster_project.core.schemas import AGG_TRADE_SCHEMA, DEPTH_SNAPSHOT_SCHEMA
+from dagster_project.core.sql import run_sql
+from dagster_project.transform.labels import build_labels
 
 UTC = dt.UTC
 
@@ -159,3 +160,47 @@ def test_labels_join_the_minute_that_ends_at_decision_time(inputs):
     # decided at 00:01 on candle 0 (3 trades before 00:01), at 00:02 on candle 1 (the 00:01 trade)
     assert next_up["decision_time"].to_list() == [at(1), at(2)]
     assert next_up["trade_count"].to_list() == [3, 1]
+
+
+def test_minute_sums_are_added_in_time_order_whatever_the_threads(inputs, tmp_path):
+    """Sums of doubles depend on their order; parallel aggregation would vary it from run to run.
+    Every minute sum must equal the sum taken in time order, at 1 and 8 threads alike."""
+    rng = np.random.default_rng(7)
+    n = 200_000
+    ts = [at(0) + dt.timedelta(microseconds=int(us)) for us in np.sort(rng.integers(0, 60e6, n))]
+    qty = rng.lognormal(-3, 2, n)
+    price = 100 + rng.normal(0, 0.3, n)
+    buyer_maker = rng.random(n) < 0.5
+    trades = pl.DataFrame(
+        {
+            "agg_trade_id": np.arange(n),
+            "ts": ts,
+            "price": price,
+            "qty": qty,
+            "first_trade_id": np.arange(n),
+            "last_trade_id": np.arange(n),
+            "is_buyer_maker": buyer_maker,
+            "source": "test",
+        },
+        schema=AGG_TRADE_SCHEMA,
+    )
+    trade_file = tmp_path / "many_trades.parquet"
+    trades.write_parquet(trade_file, row_group_size=10_000)
+    params = {**inputs, "trade_files": [str(trade_file)], "top_n": 2}
+    expected = {
+        "trade_volume": in_order(qty),
+        "taker_buy_qty": in_order(qty[~buyer_maker]),
+        "vwap": in_order(price * qty) / in_order(qty),
+    }
+    for threads in (1, 8, 8):
+        con = connect()
+        con.execute(f"set threads = {threads}")
+        row = run_sql(con, "features/microstructure", params).pl().row(0, named=True)
+        assert {column: row[column] for column in expected} == expected, threads
+
+
+def in_order(values: np.ndarray) -> float:
+    total = 0.0
+    for value in values.tolist():
+        total += value
+    return total

@@ -3,7 +3,9 @@
 -- all of it is known at the close of candle t, the row's decision_time = t + 1 minute (the end of
 -- the bucket), the key to join labels and windows on. Book features are those of the last
 -- snapshot in the bucket (the book at the close); the spine is the day's 1m klines, so a minute
--- without snapshots or trades still has a row, with NULL book features and 0 trades.
+-- without snapshots or trades still has a row, with NULL book features and 0 trades. Sums and
+-- means of doubles add in time order (`order by ts`), so reruns give identical bits whatever the
+-- number of threads.
 -- params:
 --   $kline_files     curated/klines 1m Parquet file(s) of the symbol-day
 --   $snapshot_files  raw/depth_snapshots Parquet file(s) of the symbol-day
@@ -54,7 +56,7 @@ book_by_minute as (
         open_time,
         arg_max(mid, ts) as mid,
         arg_max(spread_bps, ts) as spread_bps,
-        avg(spread_bps) as spread_bps_mean,
+        avg(spread_bps order by ts) as spread_bps_mean,
         arg_max(microprice, ts) as microprice,
         arg_max(imbalance_top_n, ts) as imbalance_top_n,
         arg_max(bid_depth_10bps, ts) as bid_depth_10bps,
@@ -70,11 +72,11 @@ trades_by_minute as (
     select
         time_bucket(interval 1 minute, ts) as open_time,
         count(*) as trade_count,
-        sum(qty) as trade_volume,
+        sum(qty order by ts, agg_trade_id) as trade_volume,
         -- is_buyer_maker: the buyer rested, so the taker sold
-        sum(qty) filter (where not is_buyer_maker) as taker_buy_qty,
-        sum(qty) filter (where is_buyer_maker) as taker_sell_qty,
-        sum(price * qty) / sum(qty) as vwap
+        sum(qty order by ts, agg_trade_id) filter (where not is_buyer_maker) as taker_buy_qty,
+        sum(qty order by ts, agg_trade_id) filter (where is_buyer_maker) as taker_sell_qty,
+        sum(price * qty order by ts, agg_trade_id) / sum(qty order by ts, agg_trade_id) as vwap
     from read_parquet($trade_files)
     group by open_time
 )

@@ -34,7 +34,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run_all.py
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check dagster_project tests bench
+	$(BIN)/ruff check dagster_project ml app tests bench
 
 clean-lake:
 	rm -rf lake/raw lake/curated lake/candlelake.duckdb lake/.cache .dagster_home

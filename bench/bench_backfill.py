@@ -53,12 +53,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dagster_project import main_job  # noqa: E402
+from dagster_project.core.klines import TimeRange  # noqa: E402
+from dagster_project.core.lake import Lake  # noqa: E402
 from dagster_project.ingest import simulator  # noqa: E402
-from dagster_project.klines import TimeRange  # noqa: E402
-from dagster_project.lake import Lake  # noqa: E402
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME, day_symbol_key  # noqa: E402
 from tests.fakes import vision_server  # noqa: E402
-from tests.fakes.local_server import free_port  # noqa: E402
+from tests.fakes.local_server import free_port, poll_until  # noqa: E402
 from tests.fakes.vision_server import VisionServer, build_vision_tree  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -560,15 +560,9 @@ class DagsterDev:
         }
 
     def wait_for(self, condition: Callable[[], object], what: str, timeout_s: float = UI_TIMEOUT_S):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                result = condition()
-            except httpx.TransportError:
-                result = None
-            if result:
-                return result
-            time.sleep(POLL_S)
+        result = poll_until(condition, timeout_s, POLL_S)
+        if result:
+            return result
         raise BenchmarkFailure(
             f"{what} did not happen within {timeout_s} s; log:\n"
             f"{tail(self.log.read_text(errors='replace'))}"

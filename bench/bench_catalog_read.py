@@ -24,9 +24,9 @@ sys.path.insert(0, str(REPO))
 
 from dagster_project.assets.catalog import CATALOG_VIEWS  # noqa: E402
 from dagster_project.backfill import ingest_range  # noqa: E402
+from dagster_project.core.klines import TimeRange  # noqa: E402
+from dagster_project.core.lake import Lake, build_catalog, connect  # noqa: E402
 from dagster_project.ingest.sources import SourceSettings, make_source  # noqa: E402
-from dagster_project.klines import TimeRange  # noqa: E402
-from dagster_project.lake import Lake, build_catalog, connect  # noqa: E402
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "LTCUSDT")
 VIEWS = {  # view → its lake table

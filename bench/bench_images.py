@@ -1,4 +1,4 @@
-"""Candlestick images per second: ``ml.images.render`` against mplfinance on the same windows.
+"""Candlestick images per second: ``ml.rendering.render`` against mplfinance on the same windows.
 
     python bench/bench_images.py [--windows 4096] [--mpl-seconds 2.5]
 
@@ -28,11 +28,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dagster_project.core.klines import TimeRange  # noqa: E402
 from dagster_project.ingest.simulator import simulate_klines  # noqa: E402
-from dagster_project.klines import TimeRange  # noqa: E402
 from ml.image_preview import windows_from_klines  # noqa: E402
-from ml.images import CandleStyle, OhlcBarStyle, WindowBatch, render  # noqa: E402
 from ml.mpl_reference import MplfinanceCandles  # noqa: E402
+from ml.rendering import CandleStyle, OhlcBarStyle, WindowBatch, render  # noqa: E402
 
 START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 CANDLES = (5, 15, 30)

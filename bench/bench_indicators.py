@@ -27,11 +27,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dagster_project import indicators as ind  # noqa: E402
+from dagster_project.core.klines import TimeRange  # noqa: E402
+from dagster_project.core.lake import connect  # noqa: E402
+from dagster_project.core.sql import run_sql  # noqa: E402
 from dagster_project.ingest.simulator import simulate_klines  # noqa: E402
-from dagster_project.klines import TimeRange  # noqa: E402
-from dagster_project.lake import connect  # noqa: E402
-from dagster_project.sql import run_sql  # noqa: E402
+from dagster_project.transform import indicators as ind  # noqa: E402
 from tests.test_indicators import assert_matches_ta, ta_indicators, write_klines  # noqa: E402
 
 START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)

@@ -46,6 +46,7 @@ import pyarrow as pa  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dagster_project.core.lake import Lake  # noqa: E402
 from dagster_project.ingest.orderbook.messages import (  # noqa: E402
     DepthSnapshot,
     decode_depth_event_payload,
@@ -53,7 +54,6 @@ from dagster_project.ingest.orderbook.messages import (  # noqa: E402
 from dagster_project.ingest.orderbook.replay import read_recording, replay_messages  # noqa: E402
 from dagster_project.ingest.orderbook.sampling import BookSampler  # noqa: E402
 from dagster_project.ingest.orderbook.sync import BookSynchronizer  # noqa: E402
-from dagster_project.lake import Lake  # noqa: E402
 
 RECORDING = [
     REPO.parent / "shared/data/binance/streams/spot_btcusdt_20240808.gz",

@@ -25,8 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dagster_project.core.klines import TimeRange  # noqa: E402
 from dagster_project.ingest.binance_rest import BinanceRestClient, BinanceRestConfig  # noqa: E402
-from dagster_project.klines import TimeRange  # noqa: E402
 from tests.fakes.binance_server import FakeBinance, synthetic_series  # noqa: E402
 
 SYMBOL, INTERVAL, STEP = "BTCUSDT", "1m", dt.timedelta(minutes=1)

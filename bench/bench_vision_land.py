@@ -26,9 +26,9 @@ import duckdb
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dagster_project.core.lake import Lake  # noqa: E402
 from dagster_project.ingest.binance_vision import read_vision_zip  # noqa: E402
 from dagster_project.ingest.landing import land_klines  # noqa: E402
-from dagster_project.lake import Lake  # noqa: E402
 from tests.fakes.vision_server import vision_zip_bytes  # noqa: E402
 
 SOURCE_CSV = REPO.parent / "shared/data/binance/vision_futures_um_1m/FILUSDT-1m-2023-04.csv.gz"

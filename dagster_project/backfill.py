@@ -1,6 +1,6 @@
 """Bulk landing for the CLI: land a range day by day per symbol, curating each day as it lands.
 
-The per-day work is the same library code the assets call (``land_days``, ``curate_day``), with
+The per-day work is the same library code the assets call (``land_klines``, ``curate_day``), with
 the same data checks run before anything lands. A range is fetched a day at a time (a month at a
 time where the source serves months far faster), so a failure keeps every day before it.
 Every partition written is reported to the Dagster instance, so the UI shows it as materialized.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 
@@ -19,10 +19,13 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from dagster_project.assets.curate import CURATED_KLINES, KLINE_GAPS
-from dagster_project.assets.ingest import RAW_KLINES
-from dagster_project.curate import curate_day
-from dagster_project.errors import SourceDataError
+from dagster_project.assets.curated import CURATED_KLINES, KLINE_GAPS
+from dagster_project.assets.raw import RAW_KLINES
+from dagster_project.core.days import day_range, whole_days
+from dagster_project.core.errors import SourceDataError
+from dagster_project.core.klines import TimeRange, empty_klines, interval_length, to_utc
+from dagster_project.core.lake import Lake, connect
+from dagster_project.core.schemas import RAW_TABLES
 from dagster_project.ingest import freqtrade
 from dagster_project.ingest.landing import (
     KlineSource,
@@ -30,14 +33,11 @@ from dagster_project.ingest.landing import (
     check_klines,
     check_symbol,
     land_daily,
-    land_days,
     land_klines,
 )
 from dagster_project.ingest.orderbook import replay as stream_replay
-from dagster_project.klines import TimeRange, interval_length
-from dagster_project.lake import Lake, connect
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME, day_symbol_key
-from dagster_project.schemas import RAW_TABLES
+from dagster_project.transform.curate import curate_day
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,6 @@ class BackfillSummary:
         self.rows += sum(p.rows for p in landed)
 
 
-def whole_days(time_range: TimeRange) -> list[dt.date]:
-    """The UTC days a range touches (partitions are whole days, so a range widens to them)."""
-    first = time_range.start.date()
-    last = (time_range.end - dt.timedelta(microseconds=1)).date()
-    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
-
-
 def ingest_range(
     lake: Lake,
     source: KlineSource,
@@ -86,9 +79,9 @@ def ingest_range(
     """Land and curate every whole UTC day of ``time_range`` for each symbol.
 
     Every symbol is checked with the source before anything is fetched. Days are fetched, checked,
-    landed and curated one batch at a time (``landing_batches``), so a failure keeps the days
-    before it and loses only the batch in flight. ``replace``: a day may land with fewer rows than
-    are landed for it (else that is refused).
+    landed and curated one batch at a time (``landing_batches``, ``batch_frames``), so a failure
+    keeps the days before it and loses only the batch in flight. ``replace``: a day may land with
+    fewer rows than are landed for it (else that is refused).
     """
     interval_length(interval)
     symbols = [check_symbol(s) for s in symbols]
@@ -101,8 +94,11 @@ def ingest_range(
             progress(f"landing {symbol} {interval} {days[0]}..{days[-1]} from {source.name}")
             if instance is not None:
                 register_symbols(instance, [symbol])
-            for batch in track(batches, f"landing {symbol}"):
-                landed = land_days(lake, source, symbol, interval, batch, replace)
+            fetched = batch_frames(source, symbol, interval, batches)
+            for batch, frame in zip(track(batches, f"landing {symbol}"), fetched, strict=True):
+                landed = land_klines(
+                    lake, symbol, interval, frame, batch, replace=replace, origin=source.name
+                )
                 curate_landed(lake, con, symbol, landed, summary, instance)
             progress(f"{symbol}: landed and curated {len(days)} days")
     return summary
@@ -115,6 +111,39 @@ def landing_batches(days: list[dt.date], source_name: str) -> list[list[dt.date]
         return [[day] for day in days]
     months = itertools.groupby(days, key=lambda day: (day.year, day.month))
     return [list(month) for _, month in months]
+
+
+def batch_frames(
+    source: KlineSource, symbol: str, interval: str, batches: list[list[dt.date]]
+) -> Iterator[pl.DataFrame]:
+    """The klines of each batch of consecutive ``batches``, in order, fetched lazily.
+
+    A source that pages (Binance REST: ``iter_kline_pages``) is read as one stream of pages over
+    the whole range, and a batch is handed on as soon as a page reaches past it: a range costs
+    ceil(rows / page) requests, as one fetch would, while only a day and a page are held at once.
+    Other sources are asked batch by batch.
+    """
+    if not hasattr(source, "iter_kline_pages"):
+        for batch in batches:
+            yield source.fetch_klines(symbol, interval, batch_range(batch))
+        return
+    whole = TimeRange.checked(batch_range(batches[0]).start, batch_range(batches[-1]).end)
+    ends = [batch_range(batch).end for batch in batches]
+    rows, passed = empty_klines(), 0
+    for page in source.iter_kline_pages(symbol, interval, whole):
+        rows = pl.concat([rows, page])
+        reached = page["open_time"].max() if page.height else None
+        while passed < len(ends) and reached is not None and reached >= ends[passed]:
+            yield rows.filter(pl.col("open_time") < ends[passed])
+            rows = rows.filter(pl.col("open_time") >= ends[passed])
+            passed += 1
+    for end in ends[passed:]:
+        yield rows.filter(pl.col("open_time") < end)
+        rows = rows.filter(pl.col("open_time") >= end)
+
+
+def batch_range(batch: list[dt.date]) -> TimeRange:
+    return TimeRange.checked(to_utc(batch[0]), to_utc(batch[-1]) + dt.timedelta(days=1))
 
 
 def import_freqtrade_dir(
@@ -195,8 +224,7 @@ def span_days(frame: pl.DataFrame) -> list[dt.date] | None:
     """Every day from the first to the last row (None for no rows)."""
     if frame.is_empty():
         return None
-    first, last = frame["open_time"].min().date(), frame["open_time"].max().date()
-    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    return day_range(frame["open_time"].min().date(), frame["open_time"].max().date())
 
 
 def curate_landed(

@@ -20,13 +20,9 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from dagster_project.backfill import register_symbols
-from dagster_project.errors import RunFailedError
-from dagster_project.partitions import (
-    RANGE_END_TAG,
-    RANGE_START_TAG,
-    consecutive_stretches,
-    day_symbol_key,
-)
+from dagster_project.core.days import consecutive_stretches
+from dagster_project.core.errors import RunFailedError
+from dagster_project.partitions import RANGE_END_TAG, RANGE_START_TAG, day_symbol_key
 
 # Step-by-step DEBUG events go to the instance (and the UI), not to the terminal.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -98,7 +94,7 @@ def step_failure(result: dg.ExecuteInProcessResult) -> str:
     message = error.message.strip()
     qualified_name, _, text = message.partition(": ")
     if error.cls_name and qualified_name.endswith(error.cls_name):
-        message = text  # "dagster_project.errors.UnknownSymbolError: …" → "…"
+        message = text  # "dagster_project.core.errors.UnknownSymbolError: …" → "…"
     return f"step {failures[0].step_key}: {message}"
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import click
 
-from dagster_project.console import DEFAULT_ROW_LIMIT, DEFAULT_TIMEOUT_S
-from dagster_project.errors import CandlelakeError, InvalidRequestError
+from dagster_project.core.console import DEFAULT_ROW_LIMIT, DEFAULT_TIMEOUT_S
+from dagster_project.core.errors import CandlelakeError, InvalidRequestError
+from dagster_project.core.klines import TimeRange, to_utc
 from dagster_project.ingest.sources import SourceSettings
-from dagster_project.klines import TimeRange, to_utc
 
 log = logging.getLogger("candlelake")
 
@@ -54,7 +54,7 @@ def main(ctx: click.Context, lake_root: str, record: bool, verbose: bool) -> Non
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from dagster_project.lake import Lake
+    from dagster_project.core.lake import Lake
 
     ctx.obj = Lake(lake_root)
     ctx.meta["record"] = record
@@ -299,7 +299,7 @@ def build(
     from tqdm import tqdm
 
     from dagster_project import build as builder
-    from dagster_project.backfill import whole_days
+    from dagster_project.core.days import whole_days
     from dagster_project.ingest.landing import check_symbol
 
     settings = source_settings(source, base_url, market, freqtrade_dir, seed)
@@ -615,7 +615,7 @@ def sql(lake, query: str, row_limit: int, timeout_s: float) -> None:
     The console reads the lake through the catalog only: no other files, no writes, no
     extensions, no settings.
     """
-    from dagster_project.console import open_console
+    from dagster_project.core.console import open_console
 
     with open_console(lake, row_limit=row_limit, timeout_s=timeout_s) as console:
         for warning in console.warnings:
@@ -646,7 +646,7 @@ def cli_instance():
 
 def rebuild_catalog(lake) -> None:
     from dagster_project.assets.catalog import CATALOG_VIEWS
-    from dagster_project.lake import build_catalog
+    from dagster_project.core.lake import build_catalog
 
     views = build_catalog(lake, CATALOG_VIEWS)
     click.echo(f"catalog {lake.catalog_path}: views {', '.join(views)}")
@@ -687,8 +687,8 @@ def split_spec_add(
 ) -> None:
     """Store split spec NAME; refused if NAME exists with other cuts. Times without a zone are
     UTC; a date means its 00:00."""
-    from dagster_project.klines import to_utc
-    from dagster_project.splits import SplitSpec, store_spec
+    from dagster_project.core.klines import to_utc
+    from ml.split_specs import SplitSpec, store_spec
 
     times = {
         "validation_start": validation_start,
@@ -708,7 +708,7 @@ def split_spec_add(
 @click.pass_obj
 def split_spec_list(lake) -> None:
     """Every split spec: built in, and stored in the lake (when first used or added)."""
-    from dagster_project.splits import BUILTIN_SPECS, stored_specs
+    from ml.split_specs import BUILTIN_SPECS, stored_specs
 
     stored = stored_specs(lake)
     for name in sorted(set(BUILTIN_SPECS) | set(stored)):
@@ -726,9 +726,9 @@ def split_spec_list(lake) -> None:
 def verify(lake) -> None:
     """Check every lake file against the content hash recorded when it was written; list each
     damaged file and exit 2 when there is one."""
-    from dagster_project.errors import CorruptPartitionError
-    from dagster_project.integrity import verify_lake
-    from dagster_project.lake import catalog_root_mismatch
+    from dagster_project.core.errors import CorruptPartitionError
+    from dagster_project.core.integrity import verify_lake
+    from dagster_project.core.lake import catalog_root_mismatch
 
     report = verify_lake(lake)
     for path in report.damaged:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dagster_project.assets import catalog, curate, datasets, features, images, ingest
+from dagster_project.assets import catalog, curated, datasets, features, images, raw
 from dagster_project.jobs import (
     catalog_job,
     collected_depth_sensor,
@@ -18,7 +18,7 @@ from dagster_project.jobs import (
 from dagster_project.resources import DuckDBResource, LakeResource, MarketSourceResource
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingest, curate, features, datasets, images, catalog]),
+    assets=dg.load_assets_from_modules([raw, curated, features, datasets, images, catalog]),
     jobs=[klines_job, windows_job, images_job, market_job, catalog_job],
     schedules=[daily_klines_schedule, daily_catalog_schedule],
     sensors=[collected_depth_sensor],

@@ -6,9 +6,9 @@ import datetime as dt
 
 import dagster as dg
 
-from dagster_project.assets.ingest import RAW_DEPTH_SNAPSHOTS, RAW_DEPTH_UPDATES
+from dagster_project.assets.raw import RAW_DEPTH_SNAPSHOTS, RAW_DEPTH_UPDATES
 from dagster_project.backfill import register_symbols
-from dagster_project.lake import PARTITION_FILE, Lake
+from dagster_project.core.lake import PARTITION_FILE, Lake
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME, day_symbol_key
 from dagster_project.resources import LakeResource
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import dagster as dg
 
-from dagster_project.errors import InvalidRequestError
+from dagster_project.core.errors import InvalidRequestError
 
 # Binance spot opened on 2017-07-14; no kline is older.
 FIRST_DAY = "2017-07-14"
@@ -85,17 +85,6 @@ def days_by_symbol(partition_keys: Sequence[str]) -> dict[str, list[dt.date]]:
         day, symbol = day_and_symbol(key)
         days.setdefault(symbol, []).append(day)
     return {symbol: sorted(d) for symbol, d in days.items()}
-
-
-def consecutive_stretches(days: Iterable[dt.date]) -> list[list[dt.date]]:
-    """``days`` (deduplicated, sorted) cut into runs of consecutive days."""
-    stretches: list[list[dt.date]] = []
-    for day in sorted(set(days)):
-        if stretches and stretches[-1][-1] == day - dt.timedelta(days=1):
-            stretches[-1].append(day)
-        else:
-            stretches.append([day])
-    return stretches
 
 
 def same_symbol_days(before: int, after: int = 0) -> dg.MultiPartitionMapping:

@@ -9,9 +9,9 @@ from contextlib import contextmanager
 import dagster as dg
 import duckdb
 
+from dagster_project.core.lake import Lake, connect
 from dagster_project.ingest.landing import KlineSource
 from dagster_project.ingest.sources import SourceSettings, make_source
-from dagster_project.lake import Lake, connect
 
 
 class LakeResource(dg.ConfigurableResource):

@@ -31,15 +31,15 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import ml.images
-from dagster_project.checks import CheckOutcome
-from dagster_project.errors import InvalidRequestError
-from dagster_project.integrity import verify_files
-from dagster_project.klines import CURATED_INTERVALS
-from dagster_project.labels import DATASETS, WINDOW_SIZES
-from dagster_project.lake import Lake
-from dagster_project.partitions import consecutive_stretches
-from ml.images import STYLES, CandleStyle, OhlcBarStyle, Style, WindowBatch, render
+import ml.rendering
+from dagster_project.core.checks import CheckOutcome
+from dagster_project.core.days import consecutive_stretches
+from dagster_project.core.errors import InvalidRequestError
+from dagster_project.core.integrity import verify_files
+from dagster_project.core.klines import CURATED_INTERVALS
+from dagster_project.core.lake import Lake
+from dagster_project.transform.windows import DATASETS, WINDOW_SIZES
+from ml.rendering import STYLES, CandleStyle, OhlcBarStyle, Style, WindowBatch, render
 from ml.window_data import WindowPartition, attach_labels, load_windows
 
 log = logging.getLogger(__name__)
@@ -259,8 +259,8 @@ def shard_metadata(style: Style, window_size: int) -> dict[bytes, bytes]:
 
 @functools.cache
 def renderer_version() -> str:
-    """A hash of ``ml/images.py``: a shard drawn by another version is not reused."""
-    return hashlib.sha256(Path(ml.images.__file__).read_bytes()).hexdigest()[:16]
+    """A hash of ``ml/rendering.py``: a shard drawn by another version is not reused."""
+    return hashlib.sha256(Path(ml.rendering.__file__).read_bytes()).hexdigest()[:16]
 
 
 def image_shape(style: Style, window_size: int) -> tuple[int, int, int]:
@@ -343,7 +343,7 @@ def check_style(style: Style, window_size: int) -> None:
     if not isinstance(style, CandleStyle | OhlcBarStyle):
         raise InvalidRequestError(
             f"unknown image style {style!r}; expected one of {', '.join(STYLES)} "
-            "(ml.images.CandleStyle or OhlcBarStyle)"
+            "(ml.rendering.CandleStyle or OhlcBarStyle)"
         )
     check_choice("window size", window_size, WINDOW_SIZES)
     ones = np.ones((1, window_size))
@@ -363,7 +363,7 @@ def style_from_name(
     ohlc_height: int | None = None,
     volume: bool = True,
 ) -> Style:
-    """A style by its ``ml.images.STYLES`` name with the given sizes (``ohlc_height`` None: the
+    """A style by its ``ml.rendering.STYLES`` name with the given sizes (``ohlc_height`` None: the
     paper's 32 / 64 / 96 rows by window length)."""
     check_choice("image style", name, tuple(STYLES))
     if name == "candle":

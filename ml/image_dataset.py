@@ -11,7 +11,7 @@ the decision time in microseconds since 1970-01-01 UTC (an int, so a DataLoader 
 an int64 tensor).
 
 With ``use_cache=True`` a partition's images come from its cached ``images/<dataset>`` shard
-(``dagster_project.images``) when the shard was drawn in the same style by the same renderer and
+(``ml.image_cache``) when the shard was drawn in the same style by the same renderer and
 holds every wanted window, and are rendered otherwise; either way the bytes are the same.
 
 Order is deterministic: symbols as given, days ascending, decision times ascending. Under a
@@ -33,8 +33,12 @@ import polars as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from dagster_project.errors import InvalidRequestError
-from dagster_project.images import (
+from dagster_project.core.days import day_range
+from dagster_project.core.errors import InvalidRequestError
+from dagster_project.core.klines import CURATED_INTERVALS
+from dagster_project.core.lake import Lake, connect
+from dagster_project.transform.labels import label_names
+from ml.image_cache import (
     ImageShard,
     check_choice,
     check_style,
@@ -43,11 +47,8 @@ from dagster_project.images import (
     read_shard,
     render_chunks,
 )
-from dagster_project.klines import CURATED_INTERVALS
-from dagster_project.labels import label_names
-from dagster_project.lake import Lake, connect
-from dagster_project.splits import DEFAULT_SPEC, SPEC, SplitSpec, resolve_spec
-from ml.images import CandleStyle, Style
+from ml.rendering import CandleStyle, Style
+from ml.split_specs import DEFAULT_SPEC, SPEC, SplitSpec, resolve_spec
 from ml.splits import SPLIT_LABELS, SplitError, label_horizon_bars
 from ml.window_data import WindowPartition, attach_labels
 
@@ -221,14 +222,6 @@ def partitions_of_this_worker(partitions: Sequence[WindowPartition]) -> Sequence
     if worker is None:
         return partitions
     return partitions[worker.id :: worker.num_workers]
-
-
-def day_range(start: dt.date | str, end: dt.date | str) -> list[dt.date]:
-    """The UTC days from ``start`` to ``end``, both included."""
-    first, last = (d if isinstance(d, dt.date) else dt.date.fromisoformat(d) for d in (start, end))
-    if last < first:
-        raise InvalidRequestError(f"day range {first} .. {last} is empty; expected start <= end")
-    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def check_request(

@@ -18,8 +18,8 @@ import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ml.images import CandleStyle, OhlcBarStyle, WindowBatch, render
 from ml.mpl_reference import MplfinanceCandles
+from ml.rendering import CandleStyle, OhlcBarStyle, WindowBatch, render
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 TITLE_PX = 22  # band above each panel for its title
@@ -72,8 +72,8 @@ def sample_picture(
 ) -> Path:
     """``side_by_side`` of ``windows`` consecutive windows of each size, cut from simulated
     BTCUSDT 1m klines (``seed``: the simulator's; None: its default)."""
+    from dagster_project.core.klines import TimeRange
     from dagster_project.ingest.simulator import SimulatorConfig, simulate_klines
-    from dagster_project.klines import TimeRange
 
     candles = max(window_sizes) * (windows + 1) - 1  # warm-up for the moving average, then windows
     config = SimulatorConfig() if seed is None else SimulatorConfig(seed=seed)

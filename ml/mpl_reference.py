@@ -3,9 +3,9 @@
 ``MplfinanceCandles`` draws each window of a ``WindowBatch`` with ``mplfinance.plot`` onto one
 matplotlib figure that it keeps for every window (a ``Figure`` on its own ``FigureCanvasAgg``: no
 pyplot, the global backend is left alone) and returns the pixels in the layout of
-``ml.images.render``: uint8 ``(B, 3, H, W)``.
+``ml.rendering.render``: uint8 ``(B, 3, H, W)``.
 
-It is made to look as close to ``ml.images.CandleStyle`` as mplfinance allows: black background,
+It is made to look as close to ``ml.rendering.CandleStyle`` as mplfinance allows: black background,
 no axes or margins, the same green and red (opaque) for bodies, edges, wicks and volume bars,
 one-pixel wicks, bodies of ``CandleStyle``'s mean width, and the same price-to-row and
 candle-to-column mapping (see ``_price_limits`` and ``_x_limits``). Missing candles are rows of NaN,
@@ -31,7 +31,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ml.images import DOWN, UP, WindowBatch
+from ml.rendering import DOWN, UP, WindowBatch
 
 DPI = 100  # any value works: sizes are in pixels and line widths are converted to points
 ONE_PIXEL_POINTS = 72 / DPI
@@ -63,7 +63,7 @@ class MplfinanceCandles:
         self._indexes: dict[int, pd.DatetimeIndex] = {}
 
     def render(self, batch: WindowBatch) -> np.ndarray:
-        """uint8 images ``(B, 3, H, W)``, as ``ml.images.render`` returns them."""
+        """uint8 images ``(B, 3, H, W)``, as ``ml.rendering.render`` returns them."""
         if batch.candles > self.width:
             raise ValueError(f"{self.width} px is too narrow for {batch.candles} candles")
         out = np.empty((batch.size, 3, self.height, self.width), dtype=np.uint8)

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field, replace
 import duckdb
 import polars as pl
 
-from dagster_project.checks import CheckOutcome
-from dagster_project.errors import InvalidRequestError
-from dagster_project.lake import Lake
-from dagster_project.sql import run_sql
+from dagster_project.core.checks import CheckOutcome
+from dagster_project.core.errors import InvalidRequestError
+from dagster_project.core.lake import Lake
+from dagster_project.core.sql import run_sql
 from ml.splits import DEFAULT_EMBARGO_BARS, SPLIT_LABELS, TEST, TRAIN, VALIDATION, time_split
 
 SPEC = "spec"  # the column and partition key naming a sample's spec

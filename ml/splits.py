@@ -24,10 +24,10 @@ Two rules keep training rows away from held-out rows (docs/time_and_leakage.md):
 
 The embargo is per row: a duration (``embargo=``), or bars of the row's ``interval``
 (``embargo_bars=``, default ``DEFAULT_EMBARGO_BARS``: the longest label horizon and the longest
-window, from ``dagster_project.labels``). An embargo shorter than a row needs is refused with a
-``SplitError``: the horizon of the label trained on (the ``label`` column, or ``label=`` when the
-model trains on another label) and the window length (``window_size``), in bars of the row's
-interval.
+window, from ``transform.labels`` and ``transform.windows``). An embargo shorter than a row
+needs is refused with a ``SplitError``: the horizon of the label trained on (the ``label``
+column, or ``label=`` when the model trains on another label) and the window length
+(``window_size``), in bars of the row's interval.
 
 References: M. López de Prado, *Advances in Financial Machine Learning* (2018), ch. 7 and 12.
 """
@@ -44,9 +44,10 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from dagster_project.errors import InvalidRequestError
-from dagster_project.klines import interval_length
-from dagster_project.labels import LABEL_SPECS, WINDOW_SIZES
+from dagster_project.core.errors import InvalidRequestError
+from dagster_project.core.klines import interval_length
+from dagster_project.transform.labels import LABEL_SPECS
+from dagster_project.transform.windows import WINDOW_SIZES
 
 DECISION = "decision_time"
 KNOWN = "known_at"

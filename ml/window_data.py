@@ -1,8 +1,9 @@
 """Windows of the lake as arrays: one ``windows/windows`` partition joined to its curated klines.
 
 ``load_windows`` reads the windows of one symbol, interval, day, dataset and window size with
-their candles (``sql/images/window_candles.sql``) into a ``WindowBatch`` for ``ml.images.render``,
-plus a frame of what identifies each window (``decision_time``, its paired ``label``).
+their candles (``sql/images/window_candles.sql``) into a ``WindowBatch`` for
+``ml.rendering.render``, plus a frame of what identifies each window (``decision_time``, its
+paired ``label``).
 ``attach_labels`` adds each window's label value and ``known_at`` from ``labels/labels``.
 """
 
@@ -15,14 +16,15 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from dagster_project.datasets import candle_history_days
-from dagster_project.errors import InvalidRequestError
-from dagster_project.features import span_files
-from dagster_project.integrity import verify_files
-from dagster_project.klines import interval_length
-from dagster_project.lake import Lake
-from dagster_project.sql import run_sql
-from ml.images import WindowBatch
+from dagster_project.core.days import day_range
+from dagster_project.core.errors import InvalidRequestError
+from dagster_project.core.integrity import verify_files
+from dagster_project.core.klines import interval_us
+from dagster_project.core.lake import Lake
+from dagster_project.core.sql import run_sql
+from dagster_project.transform.curate import span_files
+from dagster_project.transform.dataset_days import candle_history_days
+from ml.rendering import WindowBatch
 
 SQL_NAME = "images/window_candles"
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
@@ -46,8 +48,7 @@ class WindowPartition:
 
     @property
     def days(self) -> list[dt.date]:
-        last = self.last_day or self.day
-        return [self.day + dt.timedelta(days=n) for n in range((last - self.day).days + 1)]
+        return day_range(self.day, self.last_day or self.day)
 
     def day_keys(self) -> list[dict[str, object]]:
         return [{"symbol": self.symbol, "interval": self.interval, "date": d} for d in self.days]
@@ -72,7 +73,7 @@ def load_windows(
             "kline_files": span_files(
                 lake, part.symbol, part.interval, part.days[0], part.days[-1], history
             ),
-            "bar_us": interval_length(part.interval) // dt.timedelta(microseconds=1),
+            "bar_us": interval_us(part.interval),
             "dataset": part.dataset,
             "window_size": part.window_size,
         },

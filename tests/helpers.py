@@ -6,7 +6,7 @@ import datetime as dt
 
 import polars as pl
 
-from dagster_project.klines import klines_from_binance_rows
+from dagster_project.core.klines import klines_from_binance_rows
 
 UTC = dt.UTC
 
@@ -70,12 +70,12 @@ ALL_ASSET_KEYS = {
 def simulated_dataset_lake(root, symbol: str = "BTCUSDT", days: tuple[dt.date, ...] = ()):
     """A lake with simulated klines, curated, labels, windows and splits for ``symbol`` on
     ``days`` (default 2024-03-01 and 02), built with the library functions the assets call."""
-    from dagster_project.curate import curate_day
-    from dagster_project.datasets import build_dataset_day
+    from dagster_project.core.lake import Lake, connect
     from dagster_project.ingest.landing import land_day
     from dagster_project.ingest.sources import SourceSettings, make_source
-    from dagster_project.lake import Lake, connect
-    from dagster_project.splits import assign_splits
+    from dagster_project.transform.curate import curate_day
+    from dagster_project.transform.dataset_days import build_dataset_day
+    from ml.split_specs import assign_splits
 
     days = days or (dt.date(2024, 3, 1), dt.date(2024, 3, 2))
     lake = Lake(root)

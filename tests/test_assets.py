@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 
 from dagster_project.assets.catalog import catalog
-from dagster_project.assets.curate import curated_klines
-from dagster_project.assets.ingest import raw_klines
-from dagster_project.lake import Lake, connect
+from dagster_project.assets.curated import curated_klines
+from dagster_project.assets.raw import raw_klines
+from dagster_project.core.lake import Lake, connect
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME, day_symbol_key
 from dagster_project.resources import DuckDBResource, LakeResource, MarketSourceResource
 from tests.fakes.binance_server import FakeBinance, Fault, synthetic_kline_rows
@@ -155,7 +155,7 @@ def test_a_partition_in_the_future_is_refused(tmp_path, instance):
 
 def test_simulator_partition_lands_trades_books_and_microstructure(tmp_path, instance):
     from dagster_project.assets.features import microstructure
-    from dagster_project.assets.ingest import raw_agg_trades, raw_depth_snapshots
+    from dagster_project.assets.raw import raw_agg_trades, raw_depth_snapshots
 
     result = dg.materialize(
         [raw_klines, curated_klines, raw_agg_trades, raw_depth_snapshots, microstructure],
@@ -189,7 +189,7 @@ def test_trades_from_a_klines_only_source_are_absent_not_failed(tmp_path, instan
     """A real source without trades (freqtrade) leaves raw/agg_trades and microstructure
     unmaterialized, says why, and the run succeeds: nothing is simulated in their place."""
     from dagster_project.assets.features import microstructure
-    from dagster_project.assets.ingest import raw_agg_trades
+    from dagster_project.assets.raw import raw_agg_trades
 
     folder = tmp_path / "freqtrade"
     folder.mkdir()
@@ -209,7 +209,7 @@ def test_trades_from_a_klines_only_source_are_absent_not_failed(tmp_path, instan
 
 
 def test_depth_history_from_binance_rest_is_absent_with_the_reason(tmp_path, instance):
-    from dagster_project.assets.ingest import raw_depth_snapshots
+    from dagster_project.assets.raw import raw_depth_snapshots
 
     result = dg.materialize(
         [raw_depth_snapshots],
@@ -223,7 +223,7 @@ def test_depth_history_from_binance_rest_is_absent_with_the_reason(tmp_path, ins
 
 
 def test_books_and_updates_replayed_from_a_real_recording(tmp_path, shared_binance):
-    from dagster_project.assets.ingest import raw_depth_snapshots, raw_depth_updates
+    from dagster_project.assets.raw import raw_depth_snapshots, raw_depth_updates
 
     recordings = tmp_path / "recordings"
     recordings.mkdir()
@@ -293,7 +293,7 @@ def test_labels_and_windows_for_consecutive_simulator_days(tmp_path, instance):
 
 def test_splits_asset_assigns_each_configured_spec_on_one_calendar(tmp_path, instance):
     from dagster_project.assets.datasets import splits
-    from dagster_project.splits import SplitSpec, store_spec
+    from ml.split_specs import SplitSpec, store_spec
     from ml.splits import SPLIT_LABELS
     from tests.helpers import simulated_dataset_lake
 

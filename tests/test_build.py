@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from dagster_project.cli import main
-from dagster_project.lake import Lake, connect
+from dagster_project.core.lake import Lake, connect
 from dagster_project.main_job import dagster_home, persistent_instance
 
 pytestmark = pytest.mark.slow

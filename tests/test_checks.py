@@ -6,7 +6,7 @@ import datetime as dt
 
 import polars as pl
 
-from dagster_project.checks import (
+from dagster_project.core.checks import (
     gap_report,
     kline_checks,
     merge_outcomes,

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from dagster_project.cli import main
-from dagster_project.lake import Lake, build_catalog, connect
+from dagster_project.core.lake import Lake, build_catalog, connect
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME
 from tests.fakes.binance_server import FakeBinance, synthetic_kline_rows
 from tests.fakes.vision_server import VisionServer, build_vision_tree, synthetic_kline_csv
@@ -101,7 +101,7 @@ def test_ingest_from_binance_rest_via_base_url(lake_root):
             "2024-02-04",
         )
         assert result.exit_code == 0, result.output
-        assert len(server.requests_to("klines")) == 6  # day by day: 3 × ⌈1440 / 1000⌉
+        assert len(server.requests_to("klines")) == 5  # ⌈4320 / 1000⌉ pages, landed by day
     assert catalog_rows(lake_root, "select source, count(*) from raw_klines group by all") == [
         ("binance_rest", 4320)
     ]

@@ -13,9 +13,9 @@ import duckdb
 import pytest
 
 from dagster_project.assets.catalog import CATALOG_VIEWS
-from dagster_project.console import ConsoleError, open_console
-from dagster_project.errors import CandlelakeError, InvalidRequestError
-from dagster_project.lake import Lake, build_catalog, connect
+from dagster_project.core.console import ConsoleError, open_console
+from dagster_project.core.errors import CandlelakeError, InvalidRequestError
+from dagster_project.core.lake import Lake, build_catalog, connect
 from tests.helpers import simulated_dataset_lake
 
 

@@ -10,15 +10,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from dagster_project import main_job
-from dagster_project.lake import Lake
-from tests.fakes.local_server import free_port
+from dagster_project.core.lake import Lake
+from tests.fakes.local_server import free_port, poll_until
 from tests.helpers import ALL_ASSET_KEYS
 
 pytestmark = pytest.mark.slow
@@ -62,16 +61,10 @@ class DagsterDev:
 
 
 def wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            result = condition()
-        except httpx.TransportError:
-            result = None
-        if result:
-            return result
-        time.sleep(1)
-    pytest.fail(f"{what} did not happen within {timeout_s} s")
+    result = poll_until(condition, timeout_s, interval_s=1)
+    if not result:
+        pytest.fail(f"{what} did not happen within {timeout_s} s")
+    return result
 
 
 @pytest.fixture(scope="module")

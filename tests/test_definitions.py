@@ -8,11 +8,11 @@ import re
 import dagster as dg
 from dagster._core.definitions.partitions.context import partition_loading_context
 
-from dagster_project.datasets import LABEL_HISTORY_DAYS, LABEL_LOOKAHEAD_DAYS
 from dagster_project.definitions import defs
-from dagster_project.features import INDICATOR_HISTORY_DAYS
 from dagster_project.jobs import daily_klines_schedule
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME
+from dagster_project.transform.dataset_days import LABEL_HISTORY_DAYS, LABEL_LOOKAHEAD_DAYS
+from dagster_project.transform.indicators import INDICATOR_HISTORY_DAYS
 from tests.helpers import ALL_ASSET_KEYS
 
 IMAGE_DATASETS = ("regular", "fullimage", "irregular_60", "irregular_80", "irregular_95")
@@ -184,8 +184,8 @@ def test_daily_schedule_skips_without_symbols():
 def test_collected_depth_sensor_reports_new_appended_parts_once(tmp_path):
     import polars as pl
 
+    from dagster_project.core.lake import Lake
     from dagster_project.jobs import collected_depth_sensor
-    from dagster_project.lake import Lake
     from dagster_project.resources import LakeResource
 
     lake = Lake(tmp_path)

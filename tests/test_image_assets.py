@@ -10,20 +10,20 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import dagster_project.images as image_cache
+import ml.image_cache as image_cache
 from dagster_project.assets.catalog import CATALOG_VIEWS
 from dagster_project.assets.images import IMAGES, images
-from dagster_project.images import (
+from dagster_project.core.lake import Lake, build_catalog, connect
+from dagster_project.partitions import SYMBOLS_PARTITION_NAME, day_symbol_key
+from dagster_project.resources import DuckDBResource, LakeResource
+from ml.image_cache import (
     ImageCacheSettings,
     check_images_match_windows,
     labelled_window_counts,
     read_shard,
     shard_path,
 )
-from dagster_project.lake import Lake, build_catalog, connect
-from dagster_project.partitions import SYMBOLS_PARTITION_NAME, day_symbol_key
-from dagster_project.resources import DuckDBResource, LakeResource
-from ml.images import CandleStyle, OhlcBarStyle, render
+from ml.rendering import CandleStyle, OhlcBarStyle, render
 from ml.window_data import WindowPartition, attach_labels, load_windows
 from tests.helpers import simulated_dataset_lake
 

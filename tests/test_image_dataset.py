@@ -11,13 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-import dagster_project.images as image_cache
-from dagster_project.errors import InvalidRequestError
-from dagster_project.images import ImageCacheSettings, cache_dataset_day, shard_path
-from dagster_project.lake import Lake, connect
-from dagster_project.splits import SplitSpec, SplitSpecError, assign_splits, store_spec
+import ml.image_cache as image_cache
+from dagster_project.core.errors import InvalidRequestError
+from dagster_project.core.lake import Lake, connect
+from ml.image_cache import ImageCacheSettings, cache_dataset_day, shard_path
 from ml.image_dataset import ImageSample, LakeImageDataset, image_loader
-from ml.images import CandleStyle, OhlcBarStyle, render
+from ml.rendering import CandleStyle, OhlcBarStyle, render
+from ml.split_specs import SplitSpec, SplitSpecError, assign_splits, store_spec
 from ml.splits import SplitError
 from ml.window_data import WindowPartition, attach_labels, load_windows
 from tests.helpers import simulated_dataset_lake

@@ -1,4 +1,4 @@
-"""sql/features/indicators.sql and dagster_project/indicators.py against `ta` 0.11 and by hand.
+"""sql/features/indicators.sql and transform/indicators.py against `ta` 0.11 and by hand.
 
 Tolerance: relative 1e-9 of the value, plus 1e-9 of the column's largest magnitude for indicators
 that cross zero (MACD, momentum, returns, OBV/VPT changes), where a relative error is undefined.
@@ -16,13 +16,13 @@ import polars as pl
 import pytest
 import ta
 
-from dagster_project import indicators as ind
-from dagster_project.errors import InvalidRequestError
+from dagster_project.core.errors import InvalidRequestError
+from dagster_project.core.klines import TimeRange, interval_length
+from dagster_project.core.lake import connect
+from dagster_project.core.sql import run_sql
 from dagster_project.ingest.simulator import simulate_klines
-from dagster_project.klines import TimeRange, interval_length
-from dagster_project.labels import build_labels
-from dagster_project.lake import connect
-from dagster_project.sql import run_sql
+from dagster_project.transform import indicators as ind
+from dagster_project.transform.labels import build_labels
 
 UTC = dt.UTC
 START = dt.datetime(2024, 1, 1, tzinfo=UTC)

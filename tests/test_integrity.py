@@ -18,23 +18,19 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from dagster_project import lake as lake_module
 from dagster_project.assets.catalog import CATALOG_VIEWS, catalog
-from dagster_project.checks import files_intact
 from dagster_project.cli import main
-from dagster_project.curate import curate_day
-from dagster_project.errors import CorruptPartitionError, LakeWriteError
-from dagster_project.features import span_files
-from dagster_project.ingest.landing import land_day
-from dagster_project.ingest.sources import SourceSettings, make_source
-from dagster_project.integrity import (
+from dagster_project.core import lake as lake_module
+from dagster_project.core.checks import files_intact
+from dagster_project.core.errors import CorruptPartitionError, LakeWriteError
+from dagster_project.core.integrity import (
     FileStatus,
     file_status,
     sidecars,
     verify_files,
     verify_lake,
 )
-from dagster_project.lake import (
+from dagster_project.core.lake import (
     CatalogRootWarning,
     CatalogView,
     Lake,
@@ -43,7 +39,10 @@ from dagster_project.lake import (
     open_catalog,
     temp_path,
 )
+from dagster_project.ingest.landing import land_day
+from dagster_project.ingest.sources import SourceSettings, make_source
 from dagster_project.resources import LakeResource
+from dagster_project.transform.curate import curate_day, span_files
 
 DAY = dt.date(2024, 3, 1)
 KEYS = {"symbol": "BTCUSDT", "interval": "1m", "date": DAY}
@@ -162,7 +161,7 @@ def test_verify_lake_reports_every_damaged_file_across_tables(tmp_path):
 KILLED_WRITER = """
 import os, signal, sys
 import polars as pl
-from dagster_project import lake as lake_module
+from dagster_project.core import lake as lake_module
 
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)

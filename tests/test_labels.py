@@ -14,34 +14,32 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dagster_project.curate import curate_day
-from dagster_project.datasets import (
+from dagster_project.core.klines import CURATED_INTERVALS, TimeRange, to_utc
+from dagster_project.core.lake import Lake, connect
+from dagster_project.core.sql import run_sql
+from dagster_project.ingest.freqtrade import read_freqtrade_file
+from dagster_project.ingest.landing import land_klines
+from dagster_project.ingest.simulator import simulate_klines
+from dagster_project.transform.curate import curate_day
+from dagster_project.transform.dataset_days import (
     build_dataset_day,
     label_history_days,
     label_lookahead_days,
     window_history_days,
 )
-from dagster_project.indicators import converge_bars
-from dagster_project.ingest.freqtrade import read_freqtrade_file
-from dagster_project.ingest.landing import land_klines
-from dagster_project.ingest.simulator import simulate_klines
-from dagster_project.klines import CURATED_INTERVALS, TimeRange, to_utc
-from dagster_project.labels import (
-    DATASETS,
+from dagster_project.transform.indicators import converge_bars
+from dagster_project.transform.labels import (
     LABEL_SPECS,
     LabelParams,
     build_labels,
-    build_windows,
     check_known_at,
     ewm_volatility,
     history_bars,
     label_names,
     lookahead_bars,
     volatility_warmup,
-    window_history_bars,
 )
-from dagster_project.lake import Lake, connect
-from dagster_project.sql import run_sql
+from dagster_project.transform.windows import DATASETS, build_windows, window_history_bars
 from ml.window_data import WindowPartition, load_windows
 
 UTC = dt.UTC

@@ -12,8 +12,8 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from dagster_project.errors import InvalidRequestError, LakeWriteError
-from dagster_project.lake import CatalogView, Lake, build_catalog, connect
+from dagster_project.core.errors import InvalidRequestError, LakeWriteError
+from dagster_project.core.lake import CatalogView, Lake, build_catalog, connect
 
 KEYS = {"date": dt.date(2024, 3, 1), "symbol": "BTCUSDT", "interval": "1m"}
 

@@ -14,15 +14,15 @@ from click.testing import CliRunner
 from dagster_project import backfill
 from dagster_project.backfill import import_freqtrade_dir, ingest_range
 from dagster_project.cli import main
-from dagster_project.errors import (
+from dagster_project.core.errors import (
     DataCheckError,
     ShrinkRefusedError,
     SourceDataError,
     UnknownSymbolError,
 )
+from dagster_project.core.klines import TimeRange, to_utc
+from dagster_project.core.lake import Lake
 from dagster_project.ingest.landing import land_days, land_klines
-from dagster_project.klines import TimeRange, to_utc
-from dagster_project.lake import Lake
 from tests.helpers import minute_klines
 from tests.ingest.test_freqtrade import write_feather
 
@@ -283,3 +283,31 @@ def test_ingest_cli_accepts_replace(tmp_path, monkeypatch):
     days = ["--start", "2024-03-01", "--end", "2024-03-02"]
     assert CliRunner().invoke(main, [*args, *days, "--replace"]).exit_code == 0
     assert raw_rows(Lake(lake_root), "BTCUSDT", DAY) == 1440
+
+
+def test_rest_pages_stream_into_days_each_landed_as_soon_as_complete(tmp_path):
+    """One page stream over the range (ceil(rows / 1000) requests, not ceil per day), and a ban
+    on page 5 keeps the two days the first four pages completed, landed and curated."""
+    from dagster_project.core.errors import BinanceIPBannedError
+    from dagster_project.ingest.sources import SourceSettings, make_source
+    from tests.fakes.binance_server import FakeBinance, Fault, synthetic_kline_rows
+
+    rows = synthetic_kline_rows("BTCUSDT", "1m", to_utc(DAY), 4 * 1440)
+    with FakeBinance({("BTCUSDT", "1m"): rows}) as server:
+        settings = SourceSettings(kind="binance", rest_base_url=server.url)
+        four_days = days_range(DAY, 4)
+        whole = Lake(tmp_path / "whole")
+        ingest_range(whole, make_source(settings, whole.root), ["BTCUSDT"], "1m", four_days)
+        assert len(server.requests_to("klines")) == 6  # ceil(5760 / 1000)
+        assert [raw_rows(whole, "BTCUSDT", day_after(n)) for n in range(4)] == [1440] * 4
+
+        server.script(Fault.banned(path="klines", skip=4))
+        cut = Lake(tmp_path / "cut")
+        with pytest.raises(BinanceIPBannedError):
+            ingest_range(cut, make_source(settings, cut.root), ["BTCUSDT"], "1m", four_days)
+    assert [raw_rows(cut, "BTCUSDT", day_after(n)) for n in range(4)] == [1440, 1440, None, None]
+    assert curated(cut, "BTCUSDT", DAY) and curated(cut, "BTCUSDT", day_after(1))
+    keys = {"symbol": "BTCUSDT", "interval": "1m", "date": day_after(1)}
+    assert cut.read_partition("raw", "klines", keys).drop("ingested_at").equals(
+        whole.read_partition("raw", "klines", keys).drop("ingested_at")
+    )

@@ -1,5 +1,5 @@
-"""mplfinance draws the windows ``ml.images`` draws: the reference renderer agrees with ours candle
-by candle; the side-by-side picture and ``candlelake render-sample``."""
+"""mplfinance draws the windows ``ml.rendering`` draws: the reference renderer agrees with ours
+candle by candle; the side-by-side picture and ``candlelake render-sample``."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 from dagster_project.cli import main
+from dagster_project.core.klines import TimeRange
 from dagster_project.ingest.simulator import simulate_klines
-from dagster_project.klines import TimeRange
 from ml import image_preview
 from ml.image_preview import side_by_side, windows_from_klines
-from ml.images import DOWN, UP, CandleStyle, WindowBatch, render
 from ml.mpl_reference import MplfinanceCandles
+from ml.rendering import DOWN, UP, CandleStyle, WindowBatch, render
 
 START = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
 WINDOWS = 40

@@ -26,8 +26,8 @@ pytestmark = pytest.mark.slow
 PROBE = """
 import json, sys
 import dagster_project
-from dagster_project.lake import connect
-from dagster_project.sql import SQL_ROOT, load_sql, query_names, run_sql
+from dagster_project.core.lake import connect
+from dagster_project.core.sql import SQL_ROOT, load_sql, query_names, run_sql
 
 params = {"raw_files": [sys.argv[1]], "base_us": 60_000_000, "bar_us": 300_000_000}
 bars = run_sql(connect(), "curate/klines", params).pl()

@@ -16,15 +16,15 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from dagster_project.build import RangeRun, range_runs, run_range, step_failure
-from dagster_project.curate import curate_day
-from dagster_project.datasets import build_dataset_day, build_dataset_days
-from dagster_project.features import build_indicators
-from dagster_project.images import ImageCacheSettings, cache_dataset_day, cache_dataset_days
+from dagster_project.core.lake import Lake, connect
 from dagster_project.ingest.landing import land_days
 from dagster_project.ingest.sources import SourceSettings, make_source
-from dagster_project.lake import Lake, connect
 from dagster_project.partitions import RANGE_POLICY, day_symbol, day_symbol_key, days_by_symbol
-from ml.images import CandleStyle, OhlcBarStyle
+from dagster_project.transform.curate import curate_day
+from dagster_project.transform.dataset_days import build_dataset_day, build_dataset_days
+from dagster_project.transform.indicators import build_indicators
+from ml.image_cache import ImageCacheSettings, cache_dataset_day, cache_dataset_days
+from ml.rendering import CandleStyle, OhlcBarStyle
 
 DAYS = [dt.date(2024, 3, 1) + dt.timedelta(days=n) for n in range(4)]
 

@@ -1,4 +1,4 @@
-"""ml/images.py against its pixel specification, and the seed's label leak made visible.
+"""ml/rendering.py against its pixel specification, and the seed's label leak made visible.
 
 Expected images are painted here from the spec with literal row and column numbers, not with
 the renderer's own helpers.
@@ -18,13 +18,13 @@ import polars as pl
 import pytest
 
 from dagster_project.backfill import ingest_range
-from dagster_project.datasets import build_dataset_day
+from dagster_project.core.klines import TimeRange, interval_length
+from dagster_project.core.lake import Lake, connect
 from dagster_project.ingest.simulator import SimulatorConfig
 from dagster_project.ingest.sources import SimulatorSource
-from dagster_project.klines import TimeRange, interval_length
-from dagster_project.labels import DATASETS
-from dagster_project.lake import Lake, connect
-from ml.images import (
+from dagster_project.transform.dataset_days import build_dataset_day
+from dagster_project.transform.windows import DATASETS
+from ml.rendering import (
     DOWN,
     UP,
     CandleStyle,
@@ -289,7 +289,7 @@ def score(guess: np.ndarray, truth: np.ndarray) -> RuleScore:
 
 
 def price_rows(style: CandleStyle | OhlcBarStyle, height: int) -> int:
-    """Rows above the volume panel (H // 5 rows and a blank one), as ml/images.py lays them out."""
+    """Rows above the volume panel (H // 5 rows and a blank one), as ml/rendering.py draws them."""
     return height - height // 5 - 1 if style.volume else height
 
 

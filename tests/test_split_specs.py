@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-import dagster_project.splits as lake_splits
+import ml.split_specs as lake_splits
 from dagster_project.assets.catalog import CATALOG_VIEWS
-from dagster_project.lake import Lake, build_catalog, connect
-from dagster_project.splits import (
+from dagster_project.core.lake import Lake, build_catalog, connect
+from ml.split_specs import (
     BUILTIN_SPECS,
     DEFAULT_SPEC,
     SplitSpec,

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dagster_project.klines import interval_length
+from dagster_project.core.klines import interval_length
 from ml.splits import (
     DEFAULT_EMBARGO_BARS,
     LABEL_HORIZONS,

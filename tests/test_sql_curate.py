@@ -10,14 +10,14 @@ import operator
 import polars as pl
 import pytest
 
-from dagster_project.curate import curate_day, derivable_intervals, expected_grid
-from dagster_project.errors import InvalidRequestError
+from dagster_project.core.errors import InvalidRequestError
+from dagster_project.core.klines import TimeRange, conform
+from dagster_project.core.lake import Lake, connect
+from dagster_project.core.sql import parameters_of, run_sql
 from dagster_project.ingest.freqtrade import read_freqtrade_file
 from dagster_project.ingest.landing import land_klines, with_ingested_at
 from dagster_project.ingest.sources import SourceSettings, make_source
-from dagster_project.klines import TimeRange, conform
-from dagster_project.lake import Lake, connect
-from dagster_project.sql import parameters_of, run_sql
+from dagster_project.transform.curate import curate_day, derivable_intervals, expected_grid
 from tests.helpers import UTC, minute_klines
 
 DAY = dt.date(2024, 3, 1)

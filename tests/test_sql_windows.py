@@ -14,9 +14,9 @@ import random
 import polars as pl
 import pytest
 
-from dagster_project.klines import RAW_KLINE_SCHEMA, TIMESTAMP
-from dagster_project.lake import Lake, connect
-from dagster_project.sql import run_sql
+from dagster_project.core.klines import RAW_KLINE_SCHEMA, TIMESTAMP
+from dagster_project.core.lake import Lake, connect
+from dagster_project.core.sql import run_sql
 
 UTC = dt.UTC
 DAY = dt.date(2024, 3, 2)

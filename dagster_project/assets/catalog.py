@@ -3,14 +3,14 @@
 import dagster as dg
 
 from dagster_project.assets.common import check_result
-from dagster_project.assets.curate import CURATED_KLINES, KLINE_GAPS
+from dagster_project.assets.curated import CURATED_KLINES, KLINE_GAPS
 from dagster_project.assets.datasets import LABELS, SPLITS, WINDOWS
 from dagster_project.assets.features import INDICATORS, MICROSTRUCTURE
 from dagster_project.assets.images import IMAGES
-from dagster_project.assets.ingest import RAW_AGG_TRADES, RAW_DEPTH_SNAPSHOTS, RAW_KLINES
-from dagster_project.checks import files_intact
-from dagster_project.integrity import verify_lake
-from dagster_project.lake import PART_GLOB, CatalogView, build_catalog
+from dagster_project.assets.raw import RAW_AGG_TRADES, RAW_DEPTH_SNAPSHOTS, RAW_KLINES
+from dagster_project.core.checks import files_intact
+from dagster_project.core.integrity import verify_lake
+from dagster_project.core.lake import PART_GLOB, CatalogView, build_catalog
 from dagster_project.resources import LakeResource
 
 # View name → lake table. Views read a glob, so partitions landed later appear without a rebuild;

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dagster_project.checks import CheckOutcome
+from dagster_project.core.checks import CheckOutcome
 
 
 def check_specs(asset: dg.AssetKey, names: tuple[str, ...]) -> list[dg.AssetCheckSpec]:

@@ -6,13 +6,13 @@ import dagster as dg
 import polars as pl
 
 from dagster_project.assets.common import check_result, check_specs
-from dagster_project.assets.ingest import RAW_KLINES
-from dagster_project.checks import KLINE_CHECKS, gap_report, kline_checks, merge_by_name
-from dagster_project.curate import CuratedInterval, curate_day
-from dagster_project.klines import interval_length
-from dagster_project.lake import Lake
+from dagster_project.assets.raw import RAW_KLINES
+from dagster_project.core.checks import KLINE_CHECKS, gap_report, kline_checks, merge_by_name
+from dagster_project.core.klines import interval_length
+from dagster_project.core.lake import Lake
 from dagster_project.partitions import days_by_symbol, range_asset, run_partition_keys
 from dagster_project.resources import DuckDBResource, LakeResource
+from dagster_project.transform.curate import CuratedInterval, curate_day
 
 CURATED_KLINES = dg.AssetKey(["curated", "klines"])
 KLINE_GAPS = dg.AssetKey(["curated", "kline_gaps"])

@@ -4,14 +4,8 @@ import dagster as dg
 import polars as pl
 
 from dagster_project.assets.common import check_result
-from dagster_project.assets.curate import CURATED_KLINES
-from dagster_project.checks import CheckOutcome
-from dagster_project.datasets import (
-    LABEL_HISTORY_DAYS,
-    LABEL_LOOKAHEAD_DAYS,
-    DatasetDays,
-    build_dataset_days,
-)
+from dagster_project.assets.curated import CURATED_KLINES
+from dagster_project.core.checks import CheckOutcome
 from dagster_project.partitions import (
     days_by_symbol,
     range_asset,
@@ -19,7 +13,13 @@ from dagster_project.partitions import (
     same_symbol_days,
 )
 from dagster_project.resources import DuckDBResource, LakeResource
-from dagster_project.splits import (
+from dagster_project.transform.dataset_days import (
+    LABEL_HISTORY_DAYS,
+    LABEL_LOOKAHEAD_DAYS,
+    DatasetDays,
+    build_dataset_days,
+)
+from ml.split_specs import (
     DEFAULT_SPEC,
     SplitSpec,
     assign_splits,

@@ -3,15 +3,8 @@
 import dagster as dg
 import polars as pl
 
-from dagster_project.assets.curate import CURATED_KLINES
-from dagster_project.assets.ingest import RAW_AGG_TRADES, RAW_DEPTH_SNAPSHOTS
-from dagster_project.features import (
-    INDICATOR_HISTORY_DAYS,
-    MicrostructureSettings,
-    build_indicators,
-    build_microstructure,
-    has_microstructure_inputs,
-)
+from dagster_project.assets.curated import CURATED_KLINES
+from dagster_project.assets.raw import RAW_AGG_TRADES, RAW_DEPTH_SNAPSHOTS
 from dagster_project.partitions import (
     days_by_symbol,
     range_asset,
@@ -19,6 +12,12 @@ from dagster_project.partitions import (
     same_symbol_days,
 )
 from dagster_project.resources import DuckDBResource, LakeResource
+from dagster_project.transform.indicators import INDICATOR_HISTORY_DAYS, build_indicators
+from dagster_project.transform.microstructure import (
+    MicrostructureSettings,
+    build_microstructure,
+    has_microstructure_inputs,
+)
 
 MICROSTRUCTURE = dg.AssetKey(["features", "microstructure"])
 INDICATORS = dg.AssetKey(["features", "indicators"])

@@ -6,11 +6,19 @@ import time
 import dagster as dg
 
 from dagster_project.assets.common import check_result
-from dagster_project.assets.curate import CURATED_KLINES
+from dagster_project.assets.curated import CURATED_KLINES
 from dagster_project.assets.datasets import LABELS, WINDOWS
-from dagster_project.checks import merge_outcomes
-from dagster_project.datasets import CANDLE_HISTORY_DAYS
-from dagster_project.images import (
+from dagster_project.core.checks import merge_outcomes
+from dagster_project.partitions import (
+    days_by_symbol,
+    range_asset,
+    run_partition_keys,
+    same_symbol_days,
+)
+from dagster_project.resources import DuckDBResource, LakeResource
+from dagster_project.transform.dataset_days import CANDLE_HISTORY_DAYS
+from dagster_project.transform.windows import WINDOW_SIZES
+from ml.image_cache import (
     CHECK_NAME,
     DEFAULT_INTERVALS,
     CachedShard,
@@ -20,14 +28,6 @@ from dagster_project.images import (
     dataset_names,
     style_from_name,
 )
-from dagster_project.labels import WINDOW_SIZES
-from dagster_project.partitions import (
-    days_by_symbol,
-    range_asset,
-    run_partition_keys,
-    same_symbol_days,
-)
-from dagster_project.resources import DuckDBResource, LakeResource
 
 IMAGES = {name: dg.AssetKey(["images", name]) for name in dataset_names()}
 # the windows' candles: the day's curated klines and the days before (ml.window_data)
@@ -37,7 +37,7 @@ WINDOW_KLINES = dg.AssetDep(CURATED_KLINES, partition_mapping=same_symbol_days(C
 class ImageCacheConfig(dg.Config):
     """What to render: every combination of these styles, window sizes and intervals."""
 
-    styles: list[str] = ["candle"]  # 'candle' and/or 'ohlc_bar' (ml.images.STYLES)
+    styles: list[str] = ["candle"]  # 'candle' and/or 'ohlc_bar' (ml.rendering.STYLES)
     window_sizes: list[int] = list(WINDOW_SIZES)
     intervals: list[str] = list(DEFAULT_INTERVALS)  # any of 1m, 5m, 15m, 1h
     candle_height: int = 64  # px of a candle image
@@ -60,7 +60,7 @@ def image_spec(dataset: str) -> dg.AssetSpec:
         IMAGES[dataset],
         deps=[WINDOWS, LABELS, WINDOW_KLINES],
         kinds={"parquet", "numpy"},
-        description=f"Images of the {dataset} dataset's labelled windows (ml.images), one shard "
+        description=f"Images of the {dataset} dataset's labelled windows (ml.rendering), one shard "
         "per interval, window size and style: images/<dataset>/symbol=/interval=/date=/"
         "window_size=/style=/part-0.parquet, the uint8 (C, H, W) array as a fixed-length "
         "binary. Default: the 64x64 candle style at every window size, for the 15m and 1h "

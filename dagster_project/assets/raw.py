@@ -12,7 +12,7 @@ import dagster as dg
 import polars as pl
 
 from dagster_project.assets.common import check_result, check_specs
-from dagster_project.checks import (
+from dagster_project.core.checks import (
     AGG_TRADE_CHECKS,
     DEPTH_SNAPSHOT_CHECKS,
     DEPTH_UPDATE_CHECKS,
@@ -24,10 +24,10 @@ from dagster_project.checks import (
     kline_checks,
     merge_by_name,
 )
+from dagster_project.core.klines import TimeRange
+from dagster_project.core.lake import Lake
 from dagster_project.ingest.landing import LandedPartition, land_days, land_symbol_day
 from dagster_project.ingest.sources import book_source, recording_source, trades_source
-from dagster_project.klines import TimeRange
-from dagster_project.lake import Lake
 from dagster_project.partitions import days_by_symbol, range_asset, run_partition_keys
 from dagster_project.resources import LakeResource, MarketSourceResource
 

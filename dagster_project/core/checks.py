@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from dagster_project.integrity import IntegrityReport
-from dagster_project.klines import to_utc
+from dagster_project.core.integrity import IntegrityReport
+from dagster_project.core.klines import to_utc
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import duckdb
 import polars as pl
 
-from dagster_project.errors import CandlelakeError, InvalidRequestError
-from dagster_project.lake import Lake, catalog_root_mismatch, connect
+from dagster_project.core.errors import CandlelakeError, InvalidRequestError
+from dagster_project.core.lake import Lake, catalog_root_mismatch, connect
 
 DEFAULT_ROW_LIMIT = 1000
 DEFAULT_TIMEOUT_S = 60.0

@@ -26,7 +26,7 @@ class ChecksumMismatchError(SourceDataError):
 
 
 class DataCheckError(SourceDataError):
-    """Rows from a source fail a data check (``dagster_project.checks``); they were not landed."""
+    """Rows from a source fail a data check (``core.checks``); they were not landed."""
 
 
 class ShrinkRefusedError(CandlelakeError):

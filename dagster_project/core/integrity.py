@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from dagster_project.errors import CorruptPartitionError
+from dagster_project.core.errors import CorruptPartitionError
 
 if TYPE_CHECKING:
-    from dagster_project.lake import Lake
+    from dagster_project.core.lake import Lake
 
 log = logging.getLogger(__name__)
 

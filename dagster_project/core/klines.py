@@ -12,7 +12,11 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from dagster_project.errors import InvalidRequestError, SourceDataError, UnsupportedIntervalError
+from dagster_project.core.errors import (
+    InvalidRequestError,
+    SourceDataError,
+    UnsupportedIntervalError,
+)
 
 UTC = dt.UTC
 TIMESTAMP = pl.Datetime("us", "UTC")
@@ -71,6 +75,11 @@ def interval_length(interval: str) -> dt.timedelta:
         raise UnsupportedIntervalError(
             f"unsupported kline interval {interval!r}; expected one of {', '.join(INTERVALS)}"
         ) from None
+
+
+def interval_us(interval: str) -> int:
+    """The length of ``interval`` in microseconds (the ``bar_us`` parameter of the queries)."""
+    return interval_length(interval) // dt.timedelta(microseconds=1)
 
 
 def to_utc(value: dt.datetime | dt.date | str) -> dt.datetime:

@@ -10,7 +10,7 @@ A long-running writer (the order-book collector) adds to a partition instead: ea
 more immutable file ``part-<label>.parquet`` in the leaf, written the same atomic way, so what was
 received survives a crash and nothing is rewritten. Readers take every ``part-*.parquet`` of a leaf.
 
-Every data file gets a sidecar naming the sha256 of its bytes (``dagster_project.integrity``),
+Every data file gets a sidecar naming the sha256 of its bytes (``dagster_project.core.integrity``),
 created before the rename, so damage on disk is detected before the file feeds another partition.
 A temporary file's name holds its writer's pid and host; a writer sweeps the leftovers of dead
 writers from the leaf it writes (a kill between the write and the rename leaves one).
@@ -36,8 +36,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dagster_project.errors import InvalidRequestError, LakeWriteError
-from dagster_project.integrity import (
+from dagster_project.core.errors import InvalidRequestError, LakeWriteError
+from dagster_project.core.integrity import (
     digest_of,
     leaf_names,
     orphan_sidecars,
@@ -185,7 +185,7 @@ class Lake:
 
 def write_file_atomically(target: Path, data: pl.DataFrame | pa.Table, keys) -> Path:
     """Write ``data`` (partition keys dropped) to ``target`` via an fsynced temporary file,
-    recording its hash in a sidecar before the rename (see ``dagster_project.integrity``)."""
+    recording its hash in a sidecar before the rename (see ``dagster_project.core.integrity``)."""
     arrow = data.to_arrow() if isinstance(data, pl.DataFrame) else data
     arrow = drop_partition_columns(arrow, keys)
     target.parent.mkdir(parents=True, exist_ok=True)

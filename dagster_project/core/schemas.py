@@ -1,4 +1,4 @@
-"""Data contracts of the order-book and trade tables (klines live in ``klines.py``).
+"""Data contracts of the order-book and trade tables (klines live in ``core.klines``).
 
 Every producer (REST, Vision, the stream collector, recorded-stream replay, the simulator) returns
 polars DataFrames with exactly these columns; ``symbol`` and ``date`` are partition keys and live
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from dagster_project.errors import SourceDataError
-from dagster_project.klines import TIMESTAMP
+from dagster_project.core.errors import SourceDataError
+from dagster_project.core.klines import TIMESTAMP
 
 PRICES = pl.List(pl.Float64())
 

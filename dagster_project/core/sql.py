@@ -13,7 +13,7 @@ from importlib.resources.abc import Traversable
 
 import duckdb
 
-from dagster_project.errors import InvalidRequestError
+from dagster_project.core.errors import InvalidRequestError
 
 # The repo's top-level sql/ folder, shipped as this package (package-dir in pyproject.toml), so
 # queries load the same from an editable install and from a wheel.

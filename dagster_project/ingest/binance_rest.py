@@ -77,7 +77,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from dagster_project.errors import (
+from dagster_project.core.errors import (
     BinanceAPIError,
     BinanceIPBannedError,
     InvalidRequestError,
@@ -85,7 +85,7 @@ from dagster_project.errors import (
     UnknownSymbolError,
     UnsupportedIntervalError,
 )
-from dagster_project.klines import (
+from dagster_project.core.klines import (
     INTERVALS,
     TIMESTAMP,
     UTC,
@@ -95,7 +95,7 @@ from dagster_project.klines import (
     klines_from_binance_rows,
     normalise_epoch_to_us,
 )
-from dagster_project.schemas import AGG_TRADE_SCHEMA, DEPTH_SNAPSHOT_SCHEMA, conform_to, empty
+from dagster_project.core.schemas import AGG_TRADE_SCHEMA, DEPTH_SNAPSHOT_SCHEMA, conform_to, empty
 
 log = logging.getLogger(__name__)
 

@@ -59,14 +59,14 @@ import httpx
 import polars as pl
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from dagster_project.errors import (
+from dagster_project.core.errors import (
     BinanceAPIError,
     ChecksumMismatchError,
     InvalidRequestError,
     SourceDataError,
     UnknownSymbolError,
 )
-from dagster_project.klines import (
+from dagster_project.core.klines import (
     RAW_KLINE_COLUMNS,
     TIMESTAMP,
     UTC,
@@ -75,7 +75,7 @@ from dagster_project.klines import (
     interval_length,
     normalise_epoch_to_us,
 )
-from dagster_project.schemas import AGG_TRADE_COLUMNS, AGG_TRADE_SCHEMA, empty
+from dagster_project.core.schemas import AGG_TRADE_COLUMNS, AGG_TRADE_SCHEMA, empty
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,12 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as parquet
 
-from dagster_project.errors import InvalidRequestError, SourceDataError, UnsupportedIntervalError
-from dagster_project.klines import (
+from dagster_project.core.errors import (
+    InvalidRequestError,
+    SourceDataError,
+    UnsupportedIntervalError,
+)
+from dagster_project.core.klines import (
     INTERVALS,
     RAW_KLINE_SCHEMA,
     TIMESTAMP,

@@ -19,16 +19,17 @@ from typing import Protocol
 import polars as pl
 import pyarrow.parquet as pq
 
-from dagster_project.checks import CheckOutcome, kline_checks
-from dagster_project.errors import (
+from dagster_project.core.checks import CheckOutcome, kline_checks
+from dagster_project.core.days import rows_by_day
+from dagster_project.core.errors import (
     DataCheckError,
     InvalidRequestError,
     ShrinkRefusedError,
     SourceDataError,
 )
-from dagster_project.klines import TIMESTAMP, TimeRange, conform, interval_length, to_utc
-from dagster_project.lake import Lake
-from dagster_project.schemas import RAW_TABLES, conform_to
+from dagster_project.core.klines import TIMESTAMP, TimeRange, conform, interval_length, to_utc
+from dagster_project.core.lake import Lake
+from dagster_project.core.schemas import RAW_TABLES, conform_to
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def check_klines(
     interval_length(interval)
     frame = with_ingested_at(conform(frame), ingested_at)
     origin = origin or source_names(frame)
-    by_day = rows_by_day(frame, "open_time", days, f"{symbol} klines")
+    by_day = day_partitions(frame, "open_time", days, f"{symbol} klines")
     now = now or dt.datetime.now(dt.UTC)
     keys = {"symbol": symbol, "interval": interval}
     for day, rows in by_day.items():
@@ -220,16 +221,17 @@ def land_daily(
     unless every row is valid.
     """
     symbol = check_symbol(keys["symbol"])
-    return write_days(lake, table, keys, rows_by_day(frame, time_column, days, f"{symbol} {table}"))
+    by_day = day_partitions(frame, time_column, days, f"{symbol} {table}")
+    return write_days(lake, table, keys, by_day)
 
 
-def rows_by_day(
+def day_partitions(
     frame: pl.DataFrame, time_column: str, days: list[dt.date] | None, what: str
 ) -> dict[dt.date, pl.DataFrame]:
     """``frame`` split by UTC day of ``time_column``, in day order; with ``days``, exactly those
     days (empty frames for days without rows), and rows on any other day are an error."""
     frame = sorted_by_time(frame, time_column, what)
-    by_day = split_by_day(frame, time_column)
+    by_day = rows_by_day(frame, time_column)
     if days is not None:
         stray = sorted(set(by_day) - set(days))
         if stray:
@@ -262,12 +264,3 @@ def sorted_by_time(frame: pl.DataFrame, time_column: str, what: str) -> pl.DataF
 def with_ingested_at(frame: pl.DataFrame, ingested_at: dt.datetime | None) -> pl.DataFrame:
     stamp = ingested_at or dt.datetime.now(dt.UTC)
     return frame.with_columns(pl.lit(stamp).cast(TIMESTAMP).alias("ingested_at"))
-
-
-def split_by_day(frame: pl.DataFrame, time_column: str) -> dict[dt.date, pl.DataFrame]:
-    if frame.is_empty():
-        return {}
-    parts = frame.with_columns(pl.col(time_column).dt.date().alias("_day")).partition_by(
-        "_day", as_dict=True, include_key=False
-    )
-    return {key[0]: rows for key, rows in parts.items()}

@@ -20,12 +20,13 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from dagster_project.errors import (
+from dagster_project.core.errors import (
     InvalidRequestError,
     SourceCapabilityError,
     UnknownSymbolError,
     UnsupportedIntervalError,
 )
+from dagster_project.core.klines import TimeRange
 from dagster_project.ingest import (
     binance_rest,
     binance_vision,
@@ -34,7 +35,6 @@ from dagster_project.ingest import (
 )
 from dagster_project.ingest.landing import SYMBOL_PATTERN, KlineSource, TradeSource
 from dagster_project.ingest.orderbook import replay as stream_replay
-from dagster_project.klines import TimeRange
 
 SOURCE_KINDS = ("simulator", "binance", "vision", "freqtrade")
 
@@ -126,6 +126,15 @@ class RestSource:
     def fetch_klines(self, symbol: str, interval: str, time_range: TimeRange) -> pl.DataFrame:
         with self._client() as client:
             return client.fetch_klines(symbol, interval, time_range)
+
+    def iter_kline_pages(
+        self, symbol: str, interval: str, time_range: TimeRange
+    ) -> Iterator[pl.DataFrame]:
+        """The klines of ``time_range`` one request page at a time, oldest first (validated
+        first), so a caller can land each day as soon as the pages have passed it."""
+        with self._client() as client:
+            client.validate(symbol, interval)
+            yield from client.iter_kline_pages(symbol, interval, time_range)
 
     def fetch_agg_trades(self, symbol: str, time_range: TimeRange) -> pl.DataFrame:
         with self._client() as client:

@@ -4,22 +4,35 @@ The base is the finest interval landed in ``raw/klines`` for that day (1m from B
 simulator; 15m or 1h for some freqtrade folders). Each curated interval that is a whole multiple of
 the base is resampled from it by ``sql/curate/klines.sql``; ``sql/curate/kline_gaps.sql`` then lists
 the bars that should exist and do not.
+
+The curated layer's files, as the layers above read them (one day, a span of days around a
+stretch, the stretches of days that have them), are found here too: ``curated_file``,
+``span_files``, ``landed_stretches``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import polars as pl
 
-from dagster_project.errors import InvalidRequestError
-from dagster_project.integrity import verify_files
-from dagster_project.klines import CURATED_INTERVALS, INTERVALS, interval_length, to_utc
-from dagster_project.lake import Lake, connect
-from dagster_project.sql import run_sql
+from dagster_project.core.days import consecutive_stretches, day_range
+from dagster_project.core.errors import InvalidRequestError
+from dagster_project.core.integrity import verify_files
+from dagster_project.core.klines import (
+    CURATED_INTERVALS,
+    INTERVALS,
+    interval_length,
+    interval_us,
+    to_utc,
+)
+from dagster_project.core.lake import Lake, connect
+from dagster_project.core.sql import run_sql
 
 log = logging.getLogger(__name__)
 
@@ -86,20 +99,20 @@ def curate_interval(
     )
     verify_files([raw_file])
     keys = {"symbol": symbol, "interval": interval, "date": day}
-    bar_us = microseconds(interval)
+    bar_us = interval_us(interval)
     klines = run_sql(
         con,
         "curate/klines",
-        {"raw_files": [str(raw_file)], "base_us": microseconds(base), "bar_us": bar_us},
+        {"raw_files": [str(raw_file)], "base_us": interval_us(base), "bar_us": bar_us},
     ).to_arrow_table()
-    curated_file = lake.write_partition("curated", "klines", keys, klines)
+    klines_file = lake.write_partition("curated", "klines", keys, klines)
 
     grid_start, grid_end = expected_grid(day, interval, now)
     gaps = run_sql(
         con,
         "curate/kline_gaps",
         {
-            "curated_file": str(curated_file),
+            "curated_file": str(klines_file),
             "bar_us": bar_us,
             "grid_start": grid_start,
             "grid_end": grid_end,
@@ -133,5 +146,31 @@ def expected_grid(
     return start, max(start, end)
 
 
-def microseconds(interval: str) -> int:
-    return interval_length(interval) // dt.timedelta(microseconds=1)
+def landed_stretches(
+    lake: Lake, symbol: str, interval: str, days: Sequence[dt.date]
+) -> list[list[dt.date]]:
+    """``days`` that have curated klines at ``interval``, cut into runs of consecutive days."""
+    return consecutive_stretches(
+        d for d in days if curated_file(lake, symbol, interval, d).is_file()
+    )
+
+
+def span_files(
+    lake: Lake,
+    symbol: str,
+    interval: str,
+    first: dt.date,
+    last: dt.date,
+    days_before: int = 0,
+    days_after: int = 0,
+) -> list[str]:
+    """Curated klines files from ``days_before`` days before ``first`` to ``days_after`` days
+    after ``last`` that exist, oldest first."""
+    days = day_range(first - dt.timedelta(days=days_before), last + dt.timedelta(days=days_after))
+    files = (curated_file(lake, symbol, interval, d) for d in days)
+    return verify_files([str(f) for f in files if f.is_file()])
+
+
+def curated_file(lake: Lake, symbol: str, interval: str, day: dt.date) -> Path:
+    keys = {"symbol": symbol, "interval": interval, "date": day}
+    return lake.partition_file("curated", "klines", keys)

@@ -21,18 +21,18 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
-from dagster_project.errors import InvalidRequestError
-from dagster_project.features import landed_stretches, span_files
-from dagster_project.klines import CURATED_INTERVALS, interval_length, to_utc
-from dagster_project.labels import (
+from dagster_project.core.days import rows_by_day
+from dagster_project.core.errors import InvalidRequestError
+from dagster_project.core.klines import CURATED_INTERVALS, interval_length, to_utc
+from dagster_project.core.lake import Lake
+from dagster_project.transform.curate import landed_stretches, span_files
+from dagster_project.transform.labels import (
     build_labels,
-    build_windows,
     check_known_at,
     history_bars,
     lookahead_bars,
-    window_history_bars,
 )
-from dagster_project.lake import Lake
+from dagster_project.transform.windows import build_windows, window_history_bars
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,8 @@ def build_dataset_days(
             start, end = to_utc(stretch[0]), to_utc(stretch[-1]) + dt.timedelta(days=1)
             labels = build_labels(con, files, interval, start, end)
             windows, excluded = build_windows(con, files, interval, start, end, symbol=symbol)
-            label_days, window_days = split_by_day(labels, stretch), split_by_day(windows, stretch)
+            label_days = rows_by_day(labels, "decision_time", stretch)
+            window_days = rows_by_day(windows, "decision_time", stretch)
             for day in stretch:
                 keys = {"symbol": symbol, "interval": interval, "date": day}
                 lake.write_partition("labels", "labels", keys, label_days[day])
@@ -88,19 +89,12 @@ def build_dataset_days(
     return built
 
 
-def split_by_day(frame: pl.DataFrame, days: Sequence[dt.date]) -> dict[dt.date, pl.DataFrame]:
-    """Rows of each of ``days`` by the UTC day of ``decision_time`` (a day's partition holds
-    the decisions from its 00:00 inclusive to the next 00:00 exclusive); a day without rows:
-    empty."""
-    day_of = frame["decision_time"].dt.date()
-    return {day: frame.filter(day_of == day) for day in days}
-
-
 def label_history_days(interval: str) -> int:
     """Whole UTC days before a decision day whose klines its labels and windows read: the
-    ``labels.history_bars()`` candles (tb volatility warm-up, longest window); 1m: 1, 5m: 3,
+    ``labels.history_bars()`` candles (tb volatility warm-up, longest leaky window) or the
+    ``windows.window_history_bars()`` (longest window), whichever is more; 1m: 1, 5m: 3,
     15m: 9, 1h: 36."""
-    return _days_holding(history_bars(), interval)
+    return _days_holding(max(history_bars(), window_history_bars()), interval)
 
 
 def label_lookahead_days(interval: str) -> int:
@@ -111,7 +105,7 @@ def label_lookahead_days(interval: str) -> int:
 
 def window_history_days(interval: str) -> int:
     """Whole UTC days before a decision day that hold the candles of its windows
-    (``labels.window_history_bars()``); 1h: 2, the others 1. Readers of a day's window candles
+    (``windows.window_history_bars()``); 1h: 2, the others 1. Readers of a day's window candles
     (``ml.window_data``) need these days."""
     return _days_holding(window_history_bars(), interval)
 

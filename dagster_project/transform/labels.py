@@ -1,15 +1,15 @@
-"""Labels with ``known_at`` and the sliding windows of the named datasets.
+"""Labels with ``known_at``.
 
-``build_labels`` runs ``sql/labels/labels.sql`` and ``build_windows`` runs
-``sql/windows/windows.sql`` over curated klines of one symbol and interval. What each label means
-is data (``LABEL_SPECS``); the SQL files document the exact definitions. The one recursive input,
-the EWM volatility of log returns used by the triple-barrier labels, is computed here
-(``ewm_volatility``) and handed to the query as two list parameters.
+``build_labels`` runs ``sql/labels/labels.sql`` over curated klines of one symbol and interval
+(the windows the labels are paired with are built in ``transform.windows``). What each label
+means is data (``LABEL_SPECS``); the SQL files document the exact definitions. The one
+recursive input, the EWM volatility of log returns used by the triple-barrier labels, is
+computed here (``ewm_volatility``) and handed to the query as two list parameters.
 
 Partition exactness (docs/time_and_leakage.md): labels of decisions in a range of days
 computed from the range's klines plus ``history_bars()`` candles before it and
 ``lookahead_bars()`` after it equal the same labels computed over the whole series. The volatility
-is a recursive smoother like the indicators' (``dagster_project.indicators``): it is given only
+is a recursive smoother like the indicators' (``transform.indicators``): it is given only
 once its seed's residual weight is below ``SEED_RESIDUAL``, ``volatility_warmup()`` returns after
 the input begins, so a series has no tb_* labels until that much history has landed (at the
 default span of 60: none on its first 849 candles, about 35 days at 1h and 9 at 15m).
@@ -18,7 +18,6 @@ default span of 60: none on its first 849 candles, about 35 days at 1h and 9 at 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,12 +25,10 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from dagster_project.errors import InvalidRequestError
-from dagster_project.indicators import converge_bars, recursive_mean
-from dagster_project.klines import interval_length
-from dagster_project.sql import run_sql
-
-log = logging.getLogger(__name__)
+from dagster_project.core.errors import InvalidRequestError
+from dagster_project.core.klines import interval_us
+from dagster_project.core.sql import run_sql
+from dagster_project.transform.indicators import converge_bars, recursive_mean
 
 
 @dataclass(frozen=True)
@@ -51,6 +48,7 @@ class LabelSpec:
 
 
 NEXT_UP_HORIZONS = (1, 5, 15)
+# window_up_w: the next w candles as one; the datasets pair the w-candle window with it
 WINDOW_WIDTHS = (5, 15, 30)
 TB_HORIZONS = (5, 15, 30)
 
@@ -89,26 +87,6 @@ class LabelParams:
         return 2.0 / (self.vol_span + 1)
 
 
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    drop_fraction: float  # share of the window's candles removed (never the last one)
-    label: str  # the label it is paired with; '{w}' is the window size
-
-
-DATASETS: tuple[Dataset, ...] = (
-    Dataset("regular", 0.0, "next_up_1"),
-    # the seed's "Fullimage", made honest: the image of the last w candles predicts the next
-    # w candles as one (window_up_w), never the window it shows (that is leaky_window_up_w)
-    Dataset("fullimage", 0.0, "window_up_{w}"),
-    Dataset("irregular_60", 0.60, "next_up_1"),
-    Dataset("irregular_80", 0.80, "next_up_1"),
-    Dataset("irregular_95", 0.95, "next_up_1"),
-)
-WINDOW_SIZES = (5, 15, 30)
-DEFAULT_SEED = "candlelake"
-
-
 def label_names(include_leaky: bool = True) -> list[str]:
     return [n for s in LABEL_SPECS if include_leaky or not s.is_leaky for n in s.names]
 
@@ -122,19 +100,13 @@ def volatility_warmup(params: LabelParams | None = None) -> int:
 
 
 def history_bars(params: LabelParams | None = None) -> int:
-    """Candles before the start of a decision range (a midnight) that its labels and windows read.
+    """Candles before the start of a decision range (a midnight) that its labels read.
 
     The first decision closes the candle that opens one bar before the start. That candle needs
-    the candles of its window (``window_history_bars``) and, for its volatility,
+    the longest ``leaky_window_up_w`` window of candles ending at it and, for its volatility,
     ``volatility_warmup + 1`` before it (its own return is the warm-up's last).
     """
-    return max(window_history_bars(), 1 + volatility_warmup(params) + 1)
-
-
-def window_history_bars() -> int:
-    """Candles before the start of a decision range that its windows (and ``leaky_window_up_w``)
-    read: the longest window w, ending at the candle that opens one bar before the start."""
-    return max(*WINDOW_SIZES, *WINDOW_WIDTHS)
+    return max(*WINDOW_WIDTHS, 1 + volatility_warmup(params) + 1)
 
 
 def lookahead_bars() -> int:
@@ -160,7 +132,7 @@ def build_labels(
     ``history_bars(params)`` before ``start`` (or everything since the series began), or the
     edge labels are absent; with them, every label equals the whole-series computation."""
     params = params or LabelParams()
-    bar_us = _bar_us(interval)
+    bar_us = interval_us(interval)
     vol = ewm_volatility(_read_closes(kline_files), bar_us, params)
     specs = {s.family: s for s in LABEL_SPECS}
     return run_sql(
@@ -203,51 +175,11 @@ def ewm_volatility(closes: pl.DataFrame, bar_us: int, params: LabelParams) -> pl
     return returns.select("open_time").with_columns(vol).drop_nulls("vol")
 
 
-def build_windows(
-    con: duckdb.DuckDBPyConnection,
-    kline_files: Sequence[str],
-    interval: str,
-    start: dt.datetime,
-    end: dt.datetime,
-    symbol: str = "",
-    seed: str = DEFAULT_SEED,
-) -> tuple[pl.DataFrame, int]:
-    """Windows ending in ``[start, end)`` for every dataset and window size, and the number of
-    (dataset, window_size, decision_time) windows excluded because they cross a gap. Windows
-    the files hold too little history for are dropped too (logged, not counted as gaps)."""
-    frame = run_sql(
-        con,
-        "windows/windows",
-        {
-            "kline_files": list(kline_files),
-            "bar_us": _bar_us(interval),
-            "start": start,
-            "end": end,
-            "symbol": symbol,
-            "seed": seed,
-            "window_sizes": list(WINDOW_SIZES),
-            "datasets": [d.name for d in DATASETS],
-            "drop_fractions": [d.drop_fraction for d in DATASETS],
-            "labels": [d.label for d in DATASETS],
-        },
-    ).pl()
-    reasons = frame["excluded_reason"]
-    excluded = int((reasons == "gap").sum())
-    short = int((reasons == "history").sum())
-    if short:
-        log.info("%d windows dropped: the kline files start inside them", short)
-    return frame.filter(reasons.is_null()).drop("excluded_reason"), excluded
-
-
 def check_known_at(labels: pl.DataFrame) -> pl.DataFrame:
     """The non-leaky label rows whose known_at is not after decision_time (empty when sound)."""
     return labels.filter(
         ~pl.col("is_leaky") & ~(pl.col("known_at") > pl.col("decision_time")).fill_null(False)
     )
-
-
-def _bar_us(interval: str) -> int:
-    return interval_length(interval) // dt.timedelta(microseconds=1)
 
 
 def _read_closes(kline_files: Sequence[str]) -> pl.DataFrame:

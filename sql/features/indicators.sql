@@ -4,7 +4,8 @@
 -- key to join labels and windows on (joining on open_time would pair candle t's features with the
 -- label decided at the close of candle t - 1). An indicator is NULL until its full window
 -- exists in the input (warm-up), so the input must hold enough bars before $start (see
--- dagster_project/indicators.py: WARMUP_BARS) for the partition to equal the whole series.
+-- dagster_project/transform/indicators.py: WARMUP_BARS) for the partition to equal the whole
+-- series.
 -- Definitions (equal to `ta` 0.11 after warm-up unless noted):
 --   sma_n          mean close over n bars
 --   bb_*_20        Bollinger 20/2: middle = sma_20, upper/lower = middle +/- 2 * population std,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
+
+import httpx
+
+T = TypeVar("T")
 
 
 class LocalServer:
@@ -59,3 +66,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def poll_until(condition: Callable[[], T], timeout_s: float, interval_s: float) -> T | None:
+    """The first truthy ``condition()`` within ``timeout_s`` (a server not answering yet counts
+    as false), or None."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+        except httpx.TransportError:
+            result = None
+        if result:
+            return result
+        time.sleep(interval_s)
+    return None

@@ -12,7 +12,7 @@ import httpx
 import polars as pl
 import pytest
 
-from dagster_project.errors import (
+from dagster_project.core.errors import (
     BinanceAPIError,
     BinanceIPBannedError,
     InvalidRequestError,
@@ -20,6 +20,8 @@ from dagster_project.errors import (
     UnknownSymbolError,
     UnsupportedIntervalError,
 )
+from dagster_project.core.klines import RAW_KLINE_SCHEMA, TimeRange, klines_from_binance_rows
+from dagster_project.core.schemas import AGG_TRADE_SCHEMA, DEPTH_SNAPSHOT_SCHEMA
 from dagster_project.ingest.binance_rest import (
     BASE_URLS,
     BinanceRestClient,
@@ -31,8 +33,6 @@ from dagster_project.ingest.binance_rest import (
     depth_snapshots_frame,
 )
 from dagster_project.ingest.sources import RestSource
-from dagster_project.klines import RAW_KLINE_SCHEMA, TimeRange, klines_from_binance_rows
-from dagster_project.schemas import AGG_TRADE_SCHEMA, DEPTH_SNAPSHOT_SCHEMA
 from tests.fakes.binance_server import (
     FakeBinance,
     Fault,

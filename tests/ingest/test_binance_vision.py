@@ -16,7 +16,7 @@ import httpx
 import polars as pl
 import pytest
 
-from dagster_project.errors import (
+from dagster_project.core.errors import (
     BinanceAPIError,
     ChecksumMismatchError,
     InvalidRequestError,
@@ -24,6 +24,8 @@ from dagster_project.errors import (
     UnknownSymbolError,
     UnsupportedIntervalError,
 )
+from dagster_project.core.klines import RAW_KLINE_SCHEMA, UTC, TimeRange
+from dagster_project.core.schemas import AGG_TRADE_SCHEMA
 from dagster_project.ingest.binance_rest import agg_trades_from_binance_rows
 from dagster_project.ingest.binance_vision import (
     VisionArchive,
@@ -38,8 +40,6 @@ from dagster_project.ingest.binance_vision import (
     read_vision_csv,
     read_vision_zip,
 )
-from dagster_project.klines import RAW_KLINE_SCHEMA, UTC, TimeRange
-from dagster_project.schemas import AGG_TRADE_SCHEMA
 from tests.fakes.vision_server import (
     VisionServer,
     build_vision_tree,

@@ -15,7 +15,8 @@ from collections.abc import Callable
 import polars as pl
 import pytest
 
-from dagster_project.errors import InvalidRequestError, LakeWriteError, UnknownSymbolError
+from dagster_project.core.errors import InvalidRequestError, LakeWriteError, UnknownSymbolError
+from dagster_project.core.lake import Lake
 from dagster_project.ingest.binance_rest import BinanceRestConfig
 from dagster_project.ingest.collector.config import CollectorConfig
 from dagster_project.ingest.collector.depth_collector import DepthCollector, collect_depth
@@ -24,7 +25,6 @@ from dagster_project.ingest.collector.symbol import SymbolRecorder
 from dagster_project.ingest.orderbook.messages import DepthEvent, DepthSnapshot
 from dagster_project.ingest.orderbook.recorder import BookRecorder
 from dagster_project.ingest.orderbook.replay import replay_messages
-from dagster_project.lake import Lake
 from tests.fakes.binance_server import Fault
 from tests.fakes.ws_server import Drop, FakeBinanceStream, synthetic_depth_messages
 

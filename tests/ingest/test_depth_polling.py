@@ -6,9 +6,9 @@ import threading
 
 import polars as pl
 
+from dagster_project.core.lake import Lake
 from dagster_project.ingest.binance_rest import BinanceRestConfig
 from dagster_project.ingest.collector.polling import PollConfig, poll_depth
-from dagster_project.lake import Lake
 from tests.fakes.binance_server import FakeBinance, Fault, synthetic_depth_body
 
 

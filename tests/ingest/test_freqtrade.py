@@ -12,14 +12,18 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pytest
 
-from dagster_project.errors import InvalidRequestError, SourceDataError, UnsupportedIntervalError
+from dagster_project.core.errors import (
+    InvalidRequestError,
+    SourceDataError,
+    UnsupportedIntervalError,
+)
+from dagster_project.core.klines import RAW_KLINE_SCHEMA, UTC
 from dagster_project.ingest.freqtrade import (
     FreqtradeFile,
     parse_freqtrade_name,
     read_freqtrade_file,
     scan_freqtrade_dir,
 )
-from dagster_project.klines import RAW_KLINE_SCHEMA, UTC
 
 T0 = dt.datetime(2024, 1, 2, 3, 0, tzinfo=UTC)
 MS0 = int(T0.timestamp() * 1000)

@@ -10,7 +10,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from dagster_project.errors import CandlelakeError, InvalidRequestError
+from dagster_project.core.errors import CandlelakeError, InvalidRequestError
+from dagster_project.core.schemas import (
+    AGG_TRADE_SCHEMA,
+    DEPTH_SNAPSHOT_SCHEMA,
+    DEPTH_UPDATE_SCHEMA,
+)
 from dagster_project.ingest.orderbook.book import OrderBook
 from dagster_project.ingest.orderbook.messages import (
     BookTicker,
@@ -26,7 +31,6 @@ from dagster_project.ingest.orderbook.replay import (
 )
 from dagster_project.ingest.orderbook.sampling import BookSampler, DepthUpdateRecorder
 from dagster_project.ingest.orderbook.sync import BookSynchronizer, SyncOutcome, SyncState
-from dagster_project.schemas import AGG_TRADE_SCHEMA, DEPTH_SNAPSHOT_SCHEMA, DEPTH_UPDATE_SCHEMA
 
 RECORDING = ("streams/spot_btcusdt_20240808.gz", "streams/spot_btcusdt_20240809.gz")
 APPLIED, DROPPED, BUFFERED, RESYNC = (
@@ -799,7 +803,7 @@ def test_agg_trades_are_landed_and_trades_counted(tmp_path):
     assert result.agg_trades.equals(expected)
 
     from dagster_project.backfill import replay_recordings
-    from dagster_project.lake import Lake
+    from dagster_project.core.lake import Lake
 
     lake = Lake(tmp_path / "lake")
     replay_recordings(lake, [str(path)], "BTCUSDT")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dagster_project.errors import InvalidRequestError, UnknownSymbolError
+from dagster_project.core.errors import InvalidRequestError, UnknownSymbolError
+from dagster_project.core.klines import UTC, TimeRange
 from dagster_project.ingest.sources import SourceSettings, make_source
-from dagster_project.klines import UTC, TimeRange
 from tests.fakes.binance_server import FakeBinance, synthetic_kline_rows
 from tests.fakes.vision_server import VisionServer, build_vision_tree, synthetic_kline_csv
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dagster_project.errors import InvalidRequestError
+from dagster_project.core.errors import InvalidRequestError
 from dagster_project.ingest.binance_rest import BinanceRestConfig
 from dagster_project.ingest.orderbook.sync import DEFAULT_MAX_BUFFER, DEFAULT_STALE_AFTER_S, MARKETS
 

@@ -20,7 +20,8 @@ import polars as pl
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-from dagster_project.errors import InvalidRequestError, UnknownSymbolError
+from dagster_project.core.errors import InvalidRequestError, UnknownSymbolError
+from dagster_project.core.lake import Lake
 from dagster_project.ingest.binance_rest import BinanceRestClient
 from dagster_project.ingest.collector.config import CollectorConfig
 from dagster_project.ingest.collector.parts import (
@@ -39,7 +40,6 @@ from dagster_project.ingest.orderbook.messages import (
     decode_book_ticker_payload,
     decode_depth_event_payload,
 )
-from dagster_project.lake import Lake
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import polars as pl
 
-from dagster_project.lake import Lake
-from dagster_project.schemas import RAW_TABLES
+from dagster_project.core.lake import Lake
+from dagster_project.core.schemas import RAW_TABLES
 
 log = logging.getLogger(__name__)
 

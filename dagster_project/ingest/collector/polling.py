@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from dagster_project.errors import BinanceAPIError, LakeWriteError
+from dagster_project.core.errors import BinanceAPIError, LakeWriteError
+from dagster_project.core.lake import Lake
 from dagster_project.ingest.binance_rest import (
     BinanceRestClient,
     BinanceRestConfig,
@@ -27,7 +28,6 @@ from dagster_project.ingest.binance_rest import (
     depth_snapshots_frame,
 )
 from dagster_project.ingest.landing import check_symbol
-from dagster_project.lake import Lake
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import polars as pl
 
-from dagster_project.errors import InvalidRequestError
+from dagster_project.core.errors import InvalidRequestError
 from dagster_project.ingest.collector.config import CollectorConfig
 from dagster_project.ingest.collector.parts import TABLES
 from dagster_project.ingest.collector.summary import SymbolSummary

@@ -7,7 +7,7 @@ from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from dagster_project.errors import InvalidRequestError
+from dagster_project.core.errors import InvalidRequestError
 
 Level = tuple[float, float]  # (price, quantity)
 

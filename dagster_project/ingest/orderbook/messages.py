@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from dagster_project.errors import SourceDataError
+from dagster_project.core.errors import SourceDataError
 from dagster_project.ingest.orderbook.book import Level
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from dagster_project.errors import InvalidRequestError
+from dagster_project.core.errors import InvalidRequestError
 from dagster_project.ingest.orderbook.messages import BookTicker, DepthEvent, DepthSnapshot
 from dagster_project.ingest.orderbook.sampling import (
     DEFAULT_LEVELS,

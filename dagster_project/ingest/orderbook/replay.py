@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import polars as pl
 
-from dagster_project.errors import CandlelakeError, SourceDataError
+from dagster_project.core.errors import CandlelakeError, SourceDataError
 from dagster_project.ingest.binance_rest import agg_trades_from_binance_rows
 from dagster_project.ingest.orderbook.messages import (
     DepthDataError,

@@ -12,14 +12,14 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dagster_project.errors import InvalidRequestError
-from dagster_project.ingest.orderbook.book import Level, OrderBook
-from dagster_project.ingest.orderbook.messages import DepthEvent
-from dagster_project.schemas import (
+from dagster_project.core.errors import InvalidRequestError
+from dagster_project.core.schemas import (
     DEPTH_SNAPSHOT_SCHEMA,
     DEPTH_UPDATE_SCHEMA,
     conform_to,
 )
+from dagster_project.ingest.orderbook.book import Level, OrderBook
+from dagster_project.ingest.orderbook.messages import DepthEvent
 
 DEFAULT_LEVELS = 50  # top N levels per side in a sampled row
 

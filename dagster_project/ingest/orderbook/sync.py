@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from dagster_project.errors import InvalidRequestError
+from dagster_project.core.errors import InvalidRequestError
 from dagster_project.ingest.orderbook.book import DEFAULT_WINDOW, OrderBook
 from dagster_project.ingest.orderbook.messages import DepthDataError, DepthEvent, DepthSnapshot
 

@@ -15,7 +15,9 @@ import math
 import numpy as np
 import polars as pl
 
-from dagster_project.errors import InvalidRequestError
+from dagster_project.core.errors import InvalidRequestError
+from dagster_project.core.klines import TIMESTAMP, TimeRange
+from dagster_project.core.schemas import DEPTH_SNAPSHOT_SCHEMA, conform_to, empty
 from dagster_project.ingest.simulator.config import SOURCE, SimulatorConfig, symbol_key
 from dagster_project.ingest.simulator.day_path import (
     ID_BLOCK,
@@ -28,8 +30,6 @@ from dagster_project.ingest.simulator.day_path import (
 from dagster_project.ingest.simulator.intrasecond import knots_of
 from dagster_project.ingest.simulator.streams import STREAM_BOOK
 from dagster_project.ingest.simulator.units import SECONDS_PER_DAY, US_PER_SECOND, Grid
-from dagster_project.klines import TIMESTAMP, TimeRange
-from dagster_project.schemas import DEPTH_SNAPSHOT_SCHEMA, conform_to, empty
 
 _MIN_CADENCE_US = 10_000  # the book's last_update_id advances once per 10 ms, so no finer cadence
 _MAX_LEVELS = 5_000  # Binance's deepest REST snapshot

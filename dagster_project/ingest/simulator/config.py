@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from dagster_project.errors import InvalidRequestError, UnknownSymbolError
+from dagster_project.core.errors import InvalidRequestError, UnknownSymbolError
 
 SOURCE = "simulator"
 _SYMBOL_RULE = re.compile(r"^[A-Z0-9]{5,20}$")

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dagster_project.errors import InvalidRequestError
+from dagster_project.core.errors import InvalidRequestError
+from dagster_project.core.klines import TimeRange, to_utc
 from dagster_project.ingest.simulator.config import SimulatorConfig, SymbolProfile
 from dagster_project.ingest.simulator.streams import (
     STREAM_INTRADAY,
@@ -35,7 +36,6 @@ from dagster_project.ingest.simulator.units import (
     Grid,
 )
 from dagster_project.ingest.simulator.walk import DailyWalk, daily_walk
-from dagster_project.klines import TimeRange, to_utc
 
 _UNIX_EPOCH_DAY = dt.date(1970, 1, 1)
 ID_BLOCK = 10**10  # ids of day k (days since the epoch) are k * ID_BLOCK + 0, 1, 2, ...

@@ -5,10 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from dagster_project.ingest.simulator.config import SOURCE, SimulatorConfig
-from dagster_project.ingest.simulator.day_path import DayPath, day_paths
-from dagster_project.ingest.simulator.units import SECONDS_PER_DAY, US_PER_SECOND, Grid
-from dagster_project.klines import (
+from dagster_project.core.klines import (
     TIMESTAMP,
     TimeRange,
     conform,
@@ -16,6 +13,9 @@ from dagster_project.klines import (
     interval_length,
     to_utc,
 )
+from dagster_project.ingest.simulator.config import SOURCE, SimulatorConfig
+from dagster_project.ingest.simulator.day_path import DayPath, day_paths
+from dagster_project.ingest.simulator.units import SECONDS_PER_DAY, US_PER_SECOND, Grid
 
 
 def simulate_klines(

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from dagster_project.core.klines import TIMESTAMP, TimeRange
+from dagster_project.core.schemas import AGG_TRADE_SCHEMA, conform_to, empty
 from dagster_project.ingest.simulator.books import book_spread, touch
 from dagster_project.ingest.simulator.config import SOURCE, SimulatorConfig
 from dagster_project.ingest.simulator.day_path import (
@@ -56,8 +58,6 @@ from dagster_project.ingest.simulator.units import (
     US_PER_SECOND,
     Grid,
 )
-from dagster_project.klines import TIMESTAMP, TimeRange
-from dagster_project.schemas import AGG_TRADE_SCHEMA, conform_to, empty
 
 
 def simulate_agg_trades(

@@ -8,8 +8,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dagster_project.checks import depth_snapshot_checks
-from dagster_project.errors import InvalidRequestError
+from dagster_project.core.checks import depth_snapshot_checks
+from dagster_project.core.errors import InvalidRequestError
+from dagster_project.core.klines import TimeRange
+from dagster_project.core.schemas import DEPTH_SNAPSHOT_SCHEMA
 from dagster_project.ingest.simulator import (
     KNOWN_PROFILES,
     SimulatorConfig,
@@ -17,8 +19,6 @@ from dagster_project.ingest.simulator import (
     simulate_depth_snapshots,
 )
 from dagster_project.ingest.simulator.units import SECONDS_PER_DAY
-from dagster_project.klines import TimeRange
-from dagster_project.schemas import DEPTH_SNAPSHOT_SCHEMA
 from tests.ingest.simulator.dates import DAY1, TRADE_DAY, days
 
 

@@ -9,7 +9,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dagster_project.errors import InvalidRequestError, UnknownSymbolError, UnsupportedIntervalError
+from dagster_project.core.errors import (
+    InvalidRequestError,
+    UnknownSymbolError,
+    UnsupportedIntervalError,
+)
+from dagster_project.core.klines import INTERVALS, RAW_KLINE_SCHEMA, UTC, TimeRange
 from dagster_project.ingest.simulator import (
     KNOWN_PROFILES,
     DayPath,
@@ -20,7 +25,6 @@ from dagster_project.ingest.simulator import (
 )
 from dagster_project.ingest.simulator.config import derive_profile
 from dagster_project.ingest.simulator.units import SECONDS_PER_DAY
-from dagster_project.klines import INTERVALS, RAW_KLINE_SCHEMA, UTC, TimeRange
 from tests.ingest.simulator.dates import DAY1, days
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XYZ123ABC")

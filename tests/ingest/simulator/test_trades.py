@@ -8,7 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dagster_project.checks import agg_trade_checks
+from dagster_project.core.checks import agg_trade_checks
+from dagster_project.core.klines import UTC, TimeRange
+from dagster_project.core.schemas import AGG_TRADE_SCHEMA
 from dagster_project.ingest.simulator import (
     DayPath,
     SimulatorConfig,
@@ -18,8 +20,6 @@ from dagster_project.ingest.simulator import (
     simulate_klines,
 )
 from dagster_project.ingest.simulator.units import SECONDS_PER_DAY
-from dagster_project.klines import UTC, TimeRange
-from dagster_project.schemas import AGG_TRADE_SCHEMA
 from tests.ingest.simulator.dates import DAY1, TRADE_DAY, days
 
 

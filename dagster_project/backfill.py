@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -36,6 +37,7 @@ from dagster_project.ingest.landing import (
     land_klines,
 )
 from dagster_project.ingest.orderbook import replay as stream_replay
+from dagster_project.ingest.sources import FreqtradeSource
 from dagster_project.partitions import SYMBOLS_PARTITION_NAME, day_symbol_key
 from dagster_project.transform.curate import curate_day
 
@@ -195,8 +197,11 @@ def importable_files(
     folder: str, symbols: Iterable[str], progress: Progress
 ) -> list[freqtrade.FreqtradeFile]:
     """The folder's candle files of ``symbols`` (all when empty) that candlelake can hold, grouped
-    by symbol; refused when two files would land on the same symbol and interval."""
+    by symbol; refused when a wanted symbol has no file, or two files would land on the same
+    symbol and interval."""
     wanted = set(symbols)
+    if wanted:
+        FreqtradeSource(Path(folder)).check_symbols(sorted(wanted))
     files = [f for f in freqtrade.scan_freqtrade_dir(folder) if not wanted or f.symbol in wanted]
     for file in files:
         if not file.supported:

@@ -97,7 +97,20 @@ def day_list(_ctx, param: click.Parameter, value: str | None) -> list[dt.date] |
             f"day {late[0]} in {option} is after today ({today}, UTC); klines exist only for "
             "past days"
         )
+    for day in days:
+        check_not_before_first_day(day, option)
     return days
+
+
+def check_not_before_first_day(day: dt.date, option: str) -> None:
+    """Binance's first kline opened on ``FIRST_DAY``, where the lake's day partitions begin."""
+    from dagster_project.partitions import FIRST_DAY
+
+    if day < dt.date.fromisoformat(FIRST_DAY):
+        raise InvalidRequestError(
+            f"{option} {day} is before {FIRST_DAY}, the first day of Binance spot klines and of "
+            f"the lake's day partitions; expected {FIRST_DAY} or later"
+        )
 
 
 def parse_day(text: str, option: str) -> dt.date:
@@ -118,6 +131,7 @@ def checked_range(start: str, end: str) -> TimeRange:
             f"--end {end} is after today (UTC); expected at most {tomorrow} "
             "(exclusive: today's bars so far)"
         )
+    check_not_before_first_day(time_range.start.date(), "--start")
     return time_range
 
 

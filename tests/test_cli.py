@@ -472,6 +472,18 @@ def test_a_range_reaching_past_today_is_refused_before_anything_lands(lake_root,
     assert not lake_root.exists()
 
 
+@pytest.mark.parametrize("command", ["ingest", "build"])
+def test_a_range_starting_before_binance_is_refused_before_anything_lands(lake_root, command):
+    args = [command, "--symbols", "BTCUSDT", "--start", "2017-01-01", "--end", "2017-08-01"]
+    result = CliRunner().invoke(main, ["--lake", str(lake_root), *args])
+    assert result.exit_code == 2, result.output
+    assert result.output == (
+        "error: --start 2017-01-01 is before 2017-07-14, the first day of Binance spot klines and "
+        "of the lake's day partitions; expected 2017-07-14 or later\n"
+    )
+    assert not lake_root.exists()
+
+
 def test_an_end_of_tomorrow_takes_today_so_far(lake_root):
     today = dt.datetime.now(UTC).date()
     args = ["ingest", "--symbols", "BTCUSDT", "--start", str(today), "--end", str(tomorrow_utc())]
@@ -486,6 +498,7 @@ def test_an_end_of_tomorrow_takes_today_so_far(lake_root):
         ("", "--days '' names no day; expected comma-separated UTC days, e.g. 2024-03-01"),
         (",", "--days ',' names no day"),
         ("2024-13-01", "bad day '2024-13-01' in --days; expected YYYY-MM-DD"),
+        ("2017-07-13", "--days 2017-07-13 is before 2017-07-14, the first day of Binance"),
     ],
 )
 def test_run_refuses_days_after_today_or_none(lake_root, days, message):

@@ -247,6 +247,19 @@ def test_negative_prices_are_refused_by_the_cli_naming_file_day_and_check(tmp_pa
     assert not (lake_root / "raw").exists()
 
 
+def test_import_freqtrade_of_a_symbol_without_a_file_is_refused(tmp_path):
+    folder = freqtrade_folder(tmp_path)
+    write_feather(folder / "BTC_USDT-1m.feather", minute_rows(DAY, WHOLE_DAY))
+    lake_root = tmp_path / "lake"
+    command = ["--lake", str(lake_root), "--no-record", "import-freqtrade", str(folder)]
+    result = CliRunner().invoke(main, [*command, "--symbols", "BTCUSDT,FOOUSDT"])
+    assert result.exit_code == 2, result.output
+    assert result.output == (
+        f"error: {folder} holds no freqtrade file for FOOUSDT; it has ['BTCUSDT']\n"
+    )
+    assert not lake_root.exists()
+
+
 def test_import_freqtrade_refuses_to_shrink_a_day_unless_replace(tmp_path):
     folder = freqtrade_folder(tmp_path)
     lake_root = tmp_path / "lake"

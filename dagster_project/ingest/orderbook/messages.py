@@ -166,16 +166,7 @@ def _decode(
 
 def decode_depth_event_payload(payload: bytes, received_ns: int | None) -> DepthEvent:
     """``DepthEvent.from_binance`` for raw JSON, enveloped or bare (the replay's hot loop)."""
-    try:
-        if payload.startswith(b'{"stream":'):
-            wire = _decoder(_DepthEnvelope).decode(payload).data
-        else:
-            wire = _decoder(_WireDepth).decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise DepthDataError(
-            f"cannot parse depth event: {exc}; expected Binance's depthUpdate JSON, "
-            f"got {payload[:120]!r}"
-        ) from exc
+    wire = _decode_payload(payload, _DepthEnvelope, _WireDepth, "depth event", "depthUpdate")
     if wire.e != "depthUpdate":
         raise DepthDataError(f"depth event has e={wire.e!r}; expected 'depthUpdate'")
     return DepthEvent(wire.E, wire.U, wire.u, wire.pu, wire.b, wire.a, received_ns, wire.s)
@@ -183,14 +174,19 @@ def decode_depth_event_payload(payload: bytes, received_ns: int | None) -> Depth
 
 def decode_book_ticker_payload(payload: bytes, received_ns: int | None) -> BookTicker:
     """``BookTicker.from_binance`` for raw JSON, enveloped or bare (the replay's hot loop)."""
+    w = _decode_payload(payload, _TickerEnvelope, _WireTicker, "bookTicker", "bookTicker")
+    return BookTicker(w.u, w.b, w.B, w.a, w.A, w.s, received_ns)
+
+
+def _decode_payload(payload: bytes, envelope: type, bare: type, what: str, binance_name: str):
+    """A message's wire struct, from a combined-stream envelope (``{"stream": …, "data": …}``)
+    or bare; a ``DepthDataError`` naming ``what`` when it does not parse."""
     try:
         if payload.startswith(b'{"stream":'):
-            w = _decoder(_TickerEnvelope).decode(payload).data
-        else:
-            w = _decoder(_WireTicker).decode(payload)
+            return _decoder(envelope).decode(payload).data
+        return _decoder(bare).decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise DepthDataError(
-            f"cannot parse bookTicker: {exc}; expected Binance's bookTicker JSON, "
+            f"cannot parse {what}: {exc}; expected Binance's {binance_name} JSON, "
             f"got {payload[:120]!r}"
         ) from exc
-    return BookTicker(w.u, w.b, w.B, w.a, w.A, w.s, received_ns)

@@ -16,6 +16,7 @@ BENCHMARKS = (
     "bench_rest_paging.py",
     "bench_orderbook_replay.py",
     "bench_catalog_read.py",
+    "bench_integrity.py",
     "bench_indicators.py",
     "bench_images.py",
     "bench_main_job.py",

@@ -6,9 +6,9 @@ built. See ``ml.zoo.registry`` for the input and output conventions all models k
 
 from ml.zoo import cnn, timm_models  # noqa: F401  (registers their models)
 from ml.zoo.registry import (
-    CheckpointError,
     ModelDefaults,
     UnknownModelError,
+    WeightsFileError,
     create_model,
     list_models,
     model_defaults,
@@ -16,7 +16,7 @@ from ml.zoo.registry import (
 )
 
 __all__ = [
-    "CheckpointError",
+    "WeightsFileError",
     "ModelDefaults",
     "UnknownModelError",
     "create_model",

@@ -52,7 +52,7 @@ class DuplicateModelError(ValueError):
     """Two zoo entries under one name."""
 
 
-class CheckpointError(InvalidRequestError):
+class WeightsFileError(InvalidRequestError):
     """A checkpoint file that does not hold weights for the model it is loaded into."""
 
 
@@ -85,13 +85,13 @@ def create_model(
     in_chans: int | None = None,
     num_classes: int | None = None,
     image_size: ImageSize | None = None,
-    checkpoint_path: str | Path | None = None,
+    weights_path: str | Path | None = None,
     **overrides,
 ) -> nn.Module:
     """Build zoo model ``name``; arguments left out take the entry's defaults.
 
     ``overrides`` go to the family's factory (e.g. ``drop_rate`` for timm models, ``blocks`` for
-    ``jkx``). ``checkpoint_path`` loads a state_dict saved by ``torch.save(model.state_dict())``
+    ``jkx``). ``weights_path`` loads a state_dict saved by ``torch.save(model.state_dict())``
     from a local file: weights are never downloaded.
     """
     entry = _entry(name)
@@ -102,8 +102,8 @@ def create_model(
         image_size=image_pair(image_size) if image_size is not None else defaults.image_size,
         **overrides,
     )
-    if checkpoint_path is not None:
-        load_checkpoint(model, checkpoint_path)
+    if weights_path is not None:
+        load_weights(model, weights_path)
     return model
 
 
@@ -130,15 +130,15 @@ def image_pair(image_size: ImageSize) -> tuple[int, int]:
     return tuple(pair)
 
 
-def load_checkpoint(model: nn.Module, path: str | Path) -> None:
+def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load a state_dict file into ``model``; every key must match."""
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, expected a state_dict")
+        raise WeightsFileError(f"{path} holds a {type(state).__name__}, expected a state_dict")
     try:
         model.load_state_dict(state)
     except RuntimeError as error:  # missing, unexpected or differently shaped weights
-        raise CheckpointError(f"{path} does not fit {type(model).__name__}: {error}") from None
+        raise WeightsFileError(f"{path} does not fit {type(model).__name__}: {error}") from None
 
 
 def _entry(name: str) -> _Entry:

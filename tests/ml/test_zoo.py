@@ -19,10 +19,10 @@ from dagster_project.core.errors import InvalidRequestError
 from ml.rendering import OhlcBarStyle
 from ml.zoo import registry, timm_compat
 from ml.zoo.registry import (
-    CheckpointError,
     DuplicateModelError,
     ModelDefaults,
     UnknownModelError,
+    WeightsFileError,
     create_model,
     list_models,
     model_defaults,
@@ -135,7 +135,7 @@ def test_a_local_checkpoint_loads_its_weights(tmp_path):
     path = tmp_path / "mobilenetv3.pt"
     torch.save(trained.state_dict(), path)
     torch.manual_seed(1)
-    loaded = create_model("mobilenetv3", checkpoint_path=path).eval()
+    loaded = create_model("mobilenetv3", weights_path=path).eval()
     images = images_for("mobilenetv3", (64, 64), batch=2, seed=3)
     with torch.no_grad():
         assert torch.equal(loaded(images), trained(images))
@@ -149,8 +149,8 @@ def test_a_local_checkpoint_loads_its_weights(tmp_path):
 def test_a_checkpoint_of_another_model_is_refused(tmp_path):
     path = tmp_path / "custom.pt"
     torch.save(create_model("custom").state_dict(), path)
-    with pytest.raises(CheckpointError, match="custom.pt does not fit JKXNet"):
-        create_model("jkx", checkpoint_path=path)
+    with pytest.raises(WeightsFileError, match="custom.pt does not fit JKXNet"):
+        create_model("jkx", weights_path=path)
 
 
 def test_an_unknown_model_is_named_with_the_known_ones():

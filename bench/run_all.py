@@ -17,6 +17,7 @@ BENCHMARKS = (
     "bench_orderbook_replay.py",
     "bench_catalog_read.py",
     "bench_integrity.py",
+    "bench_onnx.py",
     "bench_indicators.py",
     "bench_images.py",
     "bench_main_job.py",

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from dagster_project.core.integrity import verify_lake  # noqa: E402
 from dagster_project.core.klines import TimeRange  # noqa: E402
-from dagster_project.core.lake import Lake  # noqa: E402
+from dagster_project.core.lake import Lake, fsync  # noqa: E402
 from dagster_project.ingest.simulator import simulate_klines  # noqa: E402
 
 DAY = dt.date(2024, 3, 1)
@@ -38,14 +38,6 @@ def one_day_of_klines():
     start = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
     frame = simulate_klines("BTCUSDT", "1m", TimeRange.checked(start, start + dt.timedelta(days=1)))
     return frame.to_arrow()
-
-
-def fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def plain_write(target: Path, table) -> None:

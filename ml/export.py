@@ -35,7 +35,7 @@ import torch
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from dagster_project.core.errors import CandlelakeError, InvalidRequestError
-from dagster_project.core.lake import temp_path
+from dagster_project.core.lake import fsync, temp_path
 from ml.train import as_inputs
 
 # torch's dynamo exporter builds at opset 18 (its torchlib's), so a switch of exporter keeps the
@@ -80,7 +80,7 @@ def export_onnx(model: torch.nn.Module, example_shape: Sequence[int], path: str 
         model.eval()
         _export(model, torch.zeros(tuple(example_shape)), tmp)
         onnx.checker.check_model(tmp, full_check=True)
-        _fsync(tmp)
+        fsync(tmp)
         os.replace(tmp, path)
     except (torch.onnx.OnnxExporterError, onnx.checker.ValidationError, RuntimeError) as exc:
         raise OnnxExportError(
@@ -106,11 +106,6 @@ def _export(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
             output_names=[OUTPUT_NAME],
             dynamic_axes=dynamic,
         )
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
 
 
 class OnnxModel:

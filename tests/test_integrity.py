@@ -199,7 +199,7 @@ def test_a_failure_after_the_rename_keeps_the_new_files_sidecar(tmp_path, monkey
     lake = Lake(tmp_path)
     path = lake.write_partition("raw", "t", KEYS, frame(4))
     renamed = []
-    real_replace, real_fsync = os.replace, lake_module._fsync
+    real_replace, real_fsync = os.replace, lake_module.fsync
 
     def replace(*args):
         real_replace(*args)
@@ -211,7 +211,7 @@ def test_a_failure_after_the_rename_keeps_the_new_files_sidecar(tmp_path, monkey
         real_fsync(target)
 
     monkeypatch.setattr(lake_module.os, "replace", replace)
-    monkeypatch.setattr(lake_module, "_fsync", fsync)
+    monkeypatch.setattr(lake_module, "fsync", fsync)
     with pytest.raises(LakeWriteError):
         lake.write_partition("raw", "t", KEYS, frame(9))
     monkeypatch.undo()

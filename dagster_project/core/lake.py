@@ -193,11 +193,11 @@ def write_file_atomically(target: Path, data: pl.DataFrame | pa.Table, keys) -> 
     tmp, new_sidecar = temp_path(target), None
     try:
         pq.write_table(arrow, tmp, compression="zstd")
-        _fsync(tmp)
+        fsync(tmp)
         sidecar, new_sidecar = record_digest(tmp, target)
         os.replace(tmp, target)
         new_sidecar = None  # now the record of the target's bytes: kept whatever follows
-        _fsync(target.parent)
+        fsync(target.parent)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if new_sidecar is not None:
@@ -220,7 +220,7 @@ def record_digest(tmp: Path, target: Path) -> tuple[Path, Path | None]:
     if sidecar.exists():
         return sidecar, None
     sidecar.touch()
-    _fsync(target.parent)
+    fsync(target.parent)
     return sidecar, sidecar
 
 
@@ -300,7 +300,7 @@ def drop_partition_columns(arrow: pa.Table, keys: Mapping[str, object]) -> pa.Ta
     return arrow.drop_columns(present) if present else arrow
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -18,6 +18,7 @@ BENCHMARKS = (
     "bench_catalog_read.py",
     "bench_integrity.py",
     "bench_onnx.py",
+    "bench_train.py",
     "bench_indicators.py",
     "bench_images.py",
     "bench_main_job.py",

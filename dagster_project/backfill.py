@@ -24,7 +24,7 @@ from dagster_project.assets.curated import CURATED_KLINES, KLINE_GAPS
 from dagster_project.assets.raw import RAW_KLINES
 from dagster_project.core.days import day_range, whole_days
 from dagster_project.core.errors import SourceDataError
-from dagster_project.core.klines import TimeRange, empty_klines, interval_length, to_utc
+from dagster_project.core.klines import TimeRange, empty_klines, interval_length
 from dagster_project.core.lake import Lake, connect
 from dagster_project.core.schemas import RAW_TABLES
 from dagster_project.ingest import freqtrade
@@ -127,10 +127,10 @@ def batch_frames(
     """
     if not hasattr(source, "iter_kline_pages"):
         for batch in batches:
-            yield source.fetch_klines(symbol, interval, batch_range(batch))
+            yield source.fetch_klines(symbol, interval, TimeRange.for_days(batch[0], batch[-1]))
         return
-    whole = TimeRange.checked(batch_range(batches[0]).start, batch_range(batches[-1]).end)
-    ends = [batch_range(batch).end for batch in batches]
+    whole = TimeRange.for_days(batches[0][0], batches[-1][-1])
+    ends = [TimeRange.for_days(batch[0], batch[-1]).end for batch in batches]
     rows, passed = empty_klines(), 0
     for page in source.iter_kline_pages(symbol, interval, whole):
         rows = pl.concat([rows, page])
@@ -142,10 +142,6 @@ def batch_frames(
     for end in ends[passed:]:
         yield rows.filter(pl.col("open_time") < end)
         rows = rows.filter(pl.col("open_time") >= end)
-
-
-def batch_range(batch: list[dt.date]) -> TimeRange:
-    return TimeRange.checked(to_utc(batch[0]), to_utc(batch[-1]) + dt.timedelta(days=1))
 
 
 def import_freqtrade_dir(

@@ -127,9 +127,16 @@ class TimeRange:
 
     @classmethod
     def for_day(cls, day: dt.date | str, now: dt.datetime | None = None) -> TimeRange:
-        start = to_utc(day if isinstance(day, str) else day)
-        start = start.replace(hour=0, minute=0, second=0, microsecond=0)
-        return cls.checked(start, start + dt.timedelta(days=1), now)
+        return cls.for_days(day, day, now)
+
+    @classmethod
+    def for_days(
+        cls, first: dt.date | str, last: dt.date | str, now: dt.datetime | None = None
+    ) -> TimeRange:
+        """The whole UTC days ``first`` through ``last``: [first 00:00, the day after last)."""
+        start = to_utc(first).replace(hour=0, minute=0, second=0, microsecond=0)
+        end = to_utc(last).replace(hour=0, minute=0, second=0, microsecond=0)
+        return cls.checked(start, end + dt.timedelta(days=1), now)
 
     @property
     def start_ms(self) -> int:

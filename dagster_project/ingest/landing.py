@@ -27,7 +27,7 @@ from dagster_project.core.errors import (
     ShrinkRefusedError,
     SourceDataError,
 )
-from dagster_project.core.klines import TIMESTAMP, TimeRange, conform, interval_length, to_utc
+from dagster_project.core.klines import TIMESTAMP, TimeRange, conform, interval_length
 from dagster_project.core.lake import Lake
 from dagster_project.core.schemas import RAW_TABLES, conform_to
 
@@ -97,7 +97,7 @@ def land_days(
     range far faster than day by day. Every day is checked before any lands (``land_klines``)."""
     check_symbol(symbol)
     interval_length(interval)
-    span = TimeRange.checked(to_utc(days[0]), to_utc(days[-1]) + dt.timedelta(days=1))
+    span = TimeRange.for_days(days[0], days[-1])
     frame = source.fetch_klines(symbol, interval, span)
     # rows of days between the wanted ones are dropped; rows outside the span stay, so that
     # land_klines refuses a source that answers outside what was asked

@@ -23,7 +23,6 @@ returns the softmax of the logits: column ``UP`` (1) is the probability that the
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from dagster_project.core.errors import CandlelakeError, InvalidRequestError
-from dagster_project.core.lake import fsync, temp_path
+from dagster_project.core.lake import replace_durably, temp_path
 from ml.train import as_inputs
 
 # torch's dynamo exporter builds at opset 18 (its torchlib's), so a switch of exporter keeps the
@@ -80,8 +79,7 @@ def export_onnx(model: torch.nn.Module, example_shape: Sequence[int], path: str 
         model.eval()
         _export(model, torch.zeros(tuple(example_shape)), tmp)
         onnx.checker.check_model(tmp, full_check=True)
-        fsync(tmp)
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
     except (torch.onnx.OnnxExporterError, onnx.checker.ValidationError, RuntimeError) as exc:
         raise OnnxExportError(
             f"could not export {type(model).__name__} to {path}: {exc}; any previous file is intact"

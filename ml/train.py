@@ -27,7 +27,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -40,7 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from dagster_project.core.errors import CandlelakeError, InvalidRequestError
-from dagster_project.core.lake import Lake, sweep_stale_temps, temp_path
+from dagster_project.core.lake import Lake, sweep_stale_temps, write_bytes_atomically
 from dagster_project.transform.labels import LABEL_SPECS
 from dagster_project.transform.windows import DATASETS
 from ml.image_cache import renderer_version, style_key
@@ -644,23 +643,3 @@ def state_bytes(model: nn.Module) -> bytes:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return buffer.getvalue()
-
-
-def write_bytes_atomically(target: Path, data: bytes) -> None:
-    """``data`` to ``target`` through an fsynced temporary file in its directory, renamed over
-    it (the lake's writing rule for files that are not Parquet partitions)."""
-    tmp = temp_path(target)
-    try:
-        with open(tmp, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    directory = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

@@ -308,6 +308,26 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
+def replace_durably(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` (written beside ``target``) over ``target`` once its bytes are on disk, and
+    make the rename itself durable: readers see the old file or the new one, never a mix."""
+    fsync(tmp)
+    os.replace(tmp, target)
+    fsync(target.parent)
+
+
+def write_bytes_atomically(target: Path, data: bytes) -> None:
+    """``data`` to ``target`` through a temporary file in its directory, renamed over it (the
+    lake's writing rule for files that are not Parquet partitions: checkpoints, model cards)."""
+    tmp = temp_path(target)
+    try:
+        tmp.write_bytes(data)
+        replace_durably(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 # ---------------------------------------------------------------------------------------------
 # DuckDB: connections and the catalog of views
 

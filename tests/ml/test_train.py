@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import shutil
 
 import numpy as np
@@ -14,7 +15,6 @@ import torch
 from torch import nn
 from torch.utils.data import IterableDataset
 
-import ml.train as train_module
 from dagster_project.core.errors import InvalidRequestError
 from dagster_project.core.lake import Lake
 from ml.image_cache import renderer_version
@@ -336,14 +336,14 @@ def test_a_failed_save_leaves_the_previous_checkpoint_readable(leaky_run, checkp
     result, _ = leaky_run
     own, path = checkpoint
     before = load_checkpoint(path)
-    real_replace = train_module.os.replace
+    real_replace = os.replace
 
     def fail_on_the_card(src, dst):
         if str(dst).endswith("card.json"):
             raise OSError("disk full")
         real_replace(src, dst)
 
-    monkeypatch.setattr(train_module.os, "replace", fail_on_the_card)
+    monkeypatch.setattr(os, "replace", fail_on_the_card)  # the lake's atomic writes rename with it
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(own, "custom", "cell-1", small_custom(), CONFIG, result, {})
     monkeypatch.undo()

@@ -45,6 +45,7 @@ from dagster_project.core.integrity import (
     sidecars,
     verify_files,
 )
+from dagster_project.core.sql import load_sql, parameters_of
 
 log = logging.getLogger(__name__)
 
@@ -355,8 +356,20 @@ class CatalogView:
     files: str = PARTITION_FILE  # PART_GLOB for tables a collector appends parts to
 
 
-def build_catalog(lake: Lake, views: tuple[CatalogView, ...]) -> list[str]:
-    """(Re)build ``<root>/candlelake.duckdb`` with one view per table that has data.
+@dataclass(frozen=True)
+class DerivedView:
+    """A catalog view ``name`` defined by the query ``sql/<query>.sql`` over other views (a
+    leaderboard over ``metrics``): created after the table views, in the order given, and only
+    when every view it ``reads`` was created."""
+
+    name: str
+    query: str  # e.g. "results/leaderboard"
+    reads: tuple[str, ...]
+
+
+def build_catalog(lake: Lake, views: tuple[CatalogView | DerivedView, ...]) -> list[str]:
+    """(Re)build ``<root>/candlelake.duckdb`` with one view per table that has data, then the
+    derived views whose inputs exist.
 
     Built in a temporary file and renamed into place, so an open catalog is never half-built.
     Returns the names of the views created.
@@ -370,10 +383,16 @@ def build_catalog(lake: Lake, views: tuple[CatalogView, ...]) -> list[str]:
         try:
             record_catalog_root(con, lake)
             for view in views:
+                if isinstance(view, DerivedView):
+                    continue
                 keys = next(lake.partitions(view.layer, view.table), None)
                 if keys is not None:
                     glob = lake.glob(view.layer, view.table, tuple(keys), view.files)
                     create_view(con, lake, view, view_ddl(view.name, glob, tuple(keys)))
+                    created.append(view.name)
+            for view in views:
+                if isinstance(view, DerivedView) and set(view.reads) <= set(created):
+                    con.execute(derived_view_ddl(view))
                     created.append(view.name)
         finally:
             con.close()
@@ -469,6 +488,21 @@ def view_ddl(name: str, glob: str, keys: tuple[str, ...]) -> str:
         f"create or replace view {name} as select * from read_parquet({sql_literal(glob)}, "
         f"hive_partitioning = true, hive_types = {{{hive_types}}})"
     )
+
+
+def derived_view_ddl(view: DerivedView) -> str:
+    """``create view`` over the query of ``view``, which takes no parameters (a view has none)."""
+    if not _NAME.match(view.name):
+        raise InvalidRequestError(
+            f"bad view name {view.name!r}; expected lowercase letters, digits, _"
+        )
+    query = load_sql(view.query)
+    if parameters_of(query):
+        raise InvalidRequestError(
+            f"sql/{view.query}.sql takes parameters {sorted(parameters_of(query))}; a derived "
+            "view's query takes none"
+        )
+    return f"create or replace view {view.name} as\n{query.rstrip().removesuffix(';')}"
 
 
 def sql_literal(text: str) -> str:

@@ -25,8 +25,9 @@ the ``WindowBatch`` that ``ml.window_data.load_windows`` returns, i.e. the candl
 models are drawn from, with labels as a 0/1 array in the same row order. ``shuffled_labels``
 builds the shuffled-label control's training labels.
 
-``predict_proba`` scores an image model over a lake image dataset: the rows in time order with
-their up probabilities and labels, ready for the metrics and the block bootstrap.
+``ml.train.predict_proba`` scores an image model over a lake image dataset: the rows in time
+order with their up probabilities and labels, ready for these metrics and the block bootstrap.
+This module needs no torch, so the catalog and the CLI can import it cheaply.
 """
 
 from __future__ import annotations
@@ -36,13 +37,9 @@ from collections.abc import Callable, Iterator
 from typing import NamedTuple, Protocol
 
 import numpy as np
-import torch
-from torch import nn
 
 from dagster_project.core.errors import InvalidRequestError
-from ml.image_dataset import LakeImageDataset, image_loader
 from ml.rendering import WindowBatch
-from ml.train import as_inputs
 
 LOG_LOSS_EPS = 1e-15  # probabilities are clipped to [eps, 1 - eps] before the log loss
 METRIC_NAMES = (
@@ -220,36 +217,6 @@ def metric_function(name: str, threshold: float = 0.5) -> Metric:
         score = by_count[name]
         return lambda y, p: score(confusion(y, p, threshold))
     raise EvaluationError(f"unknown metric {name!r}; expected one of {', '.join(METRIC_NAMES)}")
-
-
-# --- image models --------------------------------------------------------------------------
-
-
-def predict_proba(
-    model: nn.Module, dataset: LakeImageDataset, batch_size: int = 256
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(decision_time, prob, label)`` over every sample of ``dataset``, sorted by decision
-    time (µs since 1970-01-01 UTC): the softmax probability of class 1 (up) of a model with
-    logits ``(batch, 2)`` in eval mode, on the device its weights are on. The model's
-    train/eval mode is restored afterwards."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    times, probs, labels = [], [], []
-    model.eval()
-    try:
-        with torch.no_grad():
-            for batch in image_loader(dataset, batch_size=batch_size):
-                logits = model(as_inputs(batch.image, device))
-                probs.append(torch.softmax(logits, dim=1)[:, 1].cpu().numpy())
-                times.append(batch.decision_time.numpy())
-                labels.append(batch.label.numpy())
-    finally:
-        model.train(was_training)
-    if not times:
-        raise EvaluationError(f"the {dataset.split or 'unsplit'} dataset yielded no samples")
-    decision_time = np.concatenate(times)
-    order = np.argsort(decision_time, kind="stable")
-    return decision_time[order], np.concatenate(probs)[order], np.concatenate(labels)[order]
 
 
 # --- block bootstrap -----------------------------------------------------------------------

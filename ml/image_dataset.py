@@ -66,11 +66,14 @@ class LakeImageDataset(IterableDataset):
 
     ``start`` and ``end`` are the first and last UTC day (inclusive). ``split`` keeps the samples
     of one split (train, validation, test, purged, embargoed) of the split spec ``split_spec``
-    (``windows/splits/spec=<split_spec>``). ``label`` replaces each window's paired label by
-    another one, e.g. a leakage control; the split filter still goes by the window's own sample,
-    purged on the paired label's ``known_at``, so with a split the spec's embargo must cover the
-    other label's horizon (a ``SplitError`` otherwise). Every partition must exist; a missing one
-    is an error when the dataset is built, not in the middle of an epoch.
+    (``windows/splits/spec=<split_spec>``). ``between`` keeps the samples whose decision time
+    lies in ``[start, end)`` (UTC datetimes), with or without a split: a fold's own test block
+    out of its spec's test range, or a range chosen by its dates alone. ``label`` replaces each
+    window's paired label by another one, e.g. a leakage control; the split filter still goes by
+    the window's own sample, purged on the paired label's ``known_at``, so with a split the
+    spec's embargo must cover the other label's horizon (a ``SplitError`` otherwise). Every
+    partition must exist; a missing one is an error when the dataset is built, not in the middle
+    of an epoch.
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class LakeImageDataset(IterableDataset):
         use_cache: bool = False,
         split_spec: str = DEFAULT_SPEC,
         chunk_size: int = CHUNK_SIZE,
+        between: tuple[dt.datetime, dt.datetime] | None = None,
     ) -> None:
         super().__init__()
         self.lake = lake if isinstance(lake, Lake) else Lake(Path(lake))
@@ -97,6 +101,7 @@ class LakeImageDataset(IterableDataset):
         self.label = label
         self.use_cache = use_cache
         self.chunk_size = chunk_size
+        self.between = check_between(between)
         check_request(interval, dataset, window_size, self.style, split, label, chunk_size)
         self.split_spec = resolve_spec(self.lake, split_spec) if split is not None else None
         if self.split_spec is not None and label is not None:
@@ -136,8 +141,8 @@ class LakeImageDataset(IterableDataset):
         self, con: duckdb.DuckDBPyConnection, part: WindowPartition
     ) -> tuple[pl.DataFrame, Iterator[np.ndarray]]:
         batch, frame = labelled_windows(self.lake, con, part, self.label)
-        if self.split is not None:
-            keep = frame["decision_time"].is_in(self.split_times(part).implode())
+        keep = self.kept_rows(part, frame)
+        if keep is not None:
             batch, frame = batch.take(np.flatnonzero(keep.to_numpy())), frame.filter(keep)
         return frame, render_chunks(batch, self.style, self.chunk_size)
 
@@ -174,9 +179,21 @@ class LakeImageDataset(IterableDataset):
         frame = attach_labels(self.lake, part, windows, self.label).filter(
             pl.col("value").is_not_null()
         )
+        keep = self.kept_rows(part, frame)
+        return frame if keep is None else frame.filter(keep)
+
+    def kept_rows(self, part: WindowPartition, frame: pl.DataFrame) -> pl.Series | None:
+        """Which of the partition's labelled windows ``frame`` are samples: in ``self.split``
+        and within ``self.between``, where given; None keeps every row."""
+        times = frame["decision_time"]
+        keep = None
         if self.split is not None:
-            frame = frame.filter(frame["decision_time"].is_in(self.split_times(part).implode()))
-        return frame
+            keep = times.is_in(self.split_times(part).implode())
+        if self.between is not None:
+            start, end = self.between
+            inside = (times >= start) & (times < end)
+            keep = inside if keep is None else keep & inside
+        return keep
 
     def split_times(self, part: WindowPartition) -> pl.Series:
         """The decision times of the partition's samples in ``self.split`` of the spec."""
@@ -242,6 +259,30 @@ def check_request(
         check_choice("label", label, label_names())
     if chunk_size < 1:
         raise InvalidRequestError(f"chunk_size must be at least 1, got {chunk_size}")
+
+
+def check_between(
+    between: tuple[dt.datetime, dt.datetime] | None,
+) -> tuple[dt.datetime, dt.datetime] | None:
+    """``between`` as two UTC datetimes, the first before the second."""
+    if between is None:
+        return None
+    try:
+        start, end = between
+    except (TypeError, ValueError):
+        raise InvalidRequestError(
+            f"between must be (start, end), two UTC datetimes; got {between!r}"
+        ) from None
+    for name, value in (("start", start), ("end", end)):
+        if not isinstance(value, dt.datetime) or value.utcoffset() != dt.timedelta(0):
+            raise InvalidRequestError(
+                f"between's {name} must be a UTC datetime (timezone-aware, offset 0), got {value!r}"
+            )
+    if not start < end:
+        raise InvalidRequestError(
+            f"between's start {start.isoformat()} must be before its end {end.isoformat()}"
+        )
+    return start, end
 
 
 def check_embargo_covers(spec: SplitSpec, label: str) -> None:

@@ -25,7 +25,7 @@ import polars as pl
 
 from dagster_project.core.checks import CheckOutcome
 from dagster_project.core.errors import InvalidRequestError
-from dagster_project.core.lake import Lake
+from dagster_project.core.lake import PARTITION_FILE, Lake
 from dagster_project.core.sql import run_sql
 from ml.splits import DEFAULT_EMBARGO_BARS, SPLIT_LABELS, TEST, TRAIN, VALIDATION, time_split
 
@@ -203,17 +203,20 @@ def assign_splits(
     lake: Lake,
     con: duckdb.DuckDBPyConnection,
     spec_names: Sequence[str] = (DEFAULT_SPEC,),
+    series: tuple[str, str] | None = None,
 ) -> tuple[pl.DataFrame, dict[str, SplitSpec]]:
     """Every landed sample of each spec with its ``split``, written to ``windows/splits``
     (``spec=/symbol=/interval=`` partitions); returns the rows (with a ``spec`` column) and the
-    specs used, each stored in the lake from now on."""
+    specs used, each stored in the lake from now on. ``series`` (symbol, interval) assigns that
+    series alone and leaves the other series' partitions as they are: a row's split depends on
+    its own times only."""
     specs = {name: resolve_spec(lake, name) for name in dict.fromkeys(spec_names)}
     samples = run_sql(
         con,
         "windows/samples",
         {
-            "window_files": lake.glob("windows", "windows", ("symbol", "interval", "date")),
-            "label_files": lake.glob("labels", "labels", ("symbol", "interval", "date")),
+            "window_files": _sample_files(lake, "windows", "windows", series),
+            "label_files": _sample_files(lake, "labels", "labels", series),
         },
     ).pl()
     specs = {name: store_spec(lake, spec) for name, spec in specs.items()}
@@ -225,6 +228,16 @@ def assign_splits(
             lake.write_partition("windows", "splits", keys, rows)
         parts.append(assigned)
     return pl.concat(parts), specs
+
+
+def _sample_files(lake: Lake, layer: str, table: str, series: tuple[str, str] | None) -> str:
+    """The glob of a table's day partitions: of every series, or of one (symbol, interval)."""
+    keys = ("symbol", "interval", "date")
+    if series is None:
+        return lake.glob(layer, table, keys)
+    symbol, interval = series
+    leaf = lake.partition_dir(layer, table, {"symbol": symbol, "interval": interval})
+    return str(leaf / "date=*" / PARTITION_FILE)
 
 
 def assign(samples: pl.DataFrame, spec: SplitSpec) -> pl.DataFrame:

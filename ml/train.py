@@ -42,6 +42,7 @@ from dagster_project.core.errors import CandlelakeError, InvalidRequestError
 from dagster_project.core.lake import Lake, sweep_stale_temps, write_bytes_atomically
 from dagster_project.transform.labels import LABEL_SPECS
 from dagster_project.transform.windows import DATASETS
+from ml.evaluate import EvaluationError
 from ml.image_cache import renderer_version, style_key
 from ml.image_dataset import ImageSample, LakeImageDataset, image_loader
 from ml.splits import TRAIN, VALIDATION
@@ -321,6 +322,33 @@ def evaluate_loss(
     return total / weight_sum, correct / samples, samples
 
 
+def predict_proba(
+    model: nn.Module, dataset: LakeImageDataset, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(decision_time, prob, label)`` over every sample of ``dataset``, sorted by decision
+    time (µs since 1970-01-01 UTC): the softmax probability of class 1 (up) of a model with
+    logits ``(batch, 2)`` in eval mode, on the device its weights are on. The model's
+    train/eval mode is restored afterwards."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    times, probs, labels = [], [], []
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in image_loader(dataset, batch_size=batch_size):
+                logits = model(as_inputs(batch.image, device))
+                probs.append(torch.softmax(logits, dim=1)[:, 1].cpu().numpy())
+                times.append(batch.decision_time.numpy())
+                labels.append(batch.label.numpy())
+    finally:
+        model.train(was_training)
+    if not times:
+        raise EvaluationError(f"the {dataset.split or 'unsplit'} dataset yielded no samples")
+    decision_time = np.concatenate(times)
+    order = np.argsort(decision_time, kind="stable")
+    return decision_time[order], np.concatenate(probs)[order], np.concatenate(labels)[order]
+
+
 def as_inputs(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 ``(B, C, H, W)`` images as float ``[0, 1]`` on ``device``."""
     return images.to(device, non_blocking=True).float().div_(255.0)
@@ -548,18 +576,18 @@ def save_checkpoint(
     config: TrainConfig,
     result: TrainResult,
     provenance: Mapping[str, object],
+    extra: Mapping[str, object] | None = None,
 ) -> Path:
     """Write ``models/<model_name>/<run>/``: the weights as ``weights-<sha256[:16]>.pt``, then
     ``card.json`` naming them, each to a temporary file renamed into place. A reader sees the old
     checkpoint or the new one: the card is the last thing replaced, and the weights it names are
-    removed only after. Returns the run directory."""
+    removed only after. ``extra`` adds JSON-able fields to the card (an experiment cell's key,
+    folds, image and ONNX file); it cannot replace the fields written here. Returns the run
+    directory."""
     run_dir = checkpoint_dir(lake, model_name, run)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    sweep_stale_temps(run_dir, "")
     weights = state_bytes(model)
     digest = hashlib.sha256(weights).hexdigest()
     weights_file = f"{WEIGHTS_PREFIX}{digest[:16]}.pt"
-    write_bytes_atomically(run_dir / weights_file, weights)
     card = {
         "format": CARD_FORMAT,
         "model": model_name,
@@ -571,6 +599,15 @@ def save_checkpoint(
         "torch_version": torch.__version__,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
     }
+    clashes = sorted(set(extra or {}) & set(card))
+    if clashes:
+        raise InvalidRequestError(
+            f"extra card fields {clashes} would replace the checkpoint's own; use other names"
+        )
+    card |= dict(extra or {})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temps(run_dir, "")
+    write_bytes_atomically(run_dir / weights_file, weights)
     write_bytes_atomically(run_dir / CARD, json.dumps(card, indent=2, sort_keys=True).encode())
     for old in run_dir.glob(f"{WEIGHTS_PREFIX}*.pt"):
         if old.name != weights_file:

@@ -16,10 +16,9 @@ from ml.evaluate import (
     auroc,
     block_bootstrap_ci,
     default_block_len,
-    predict_proba,
 )
 from ml.image_dataset import LakeImageDataset
-from ml.train import train
+from ml.train import predict_proba, train
 from tests.helpers import simulated_dataset_lake
 from tests.ml.test_train import (
     CONFIG,

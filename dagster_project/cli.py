@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from dagster_project.cli_experiments import EXPERIMENT_COMMANDS
 from dagster_project.core.console import DEFAULT_ROW_LIMIT, DEFAULT_TIMEOUT_S
 from dagster_project.core.errors import CandlelakeError, InvalidRequestError
 from dagster_project.core.klines import TimeRange, to_utc
@@ -185,11 +186,19 @@ def print_where_to_look(lake, home: Path) -> None:
         "select symbol, open_time, mid, spread_bps, imbalance_top_n, trade_flow_imbalance "
         "from microstructure limit 10"
     )
+    leaderboard = (
+        "select cell, auroc, auroc_low, auroc_high, best_baseline, best_baseline_auroc, "
+        "shuffled_auroc, suspicious from leaderboard"
+    )
     click.echo(f"""
 Lake:      {lake.root}
 Query it:  {bin_dir}/duckdb {catalog} -c "{query}"
 Gaps:      {bin_dir}/duckdb {catalog} -c "select * from kline_gaps order by gap_start"
 Books:     {bin_dir}/duckdb {catalog} -c "{books}"
+Models:    {bin_dir}/duckdb {catalog} -c "{leaderboard}"
+Controls:  {bin_dir}/duckdb {catalog} -c "select cell, auroc, why from controls"
+Export:    {bin_dir}/candlelake --lake {shown(lake.root)} export-results --out results_csv
+Predict:   {bin_dir}/candlelake --lake {shown(lake.root)} predict --symbol BTCUSDT --model custom
 Dagster:   CANDLELAKE_LAKE={lake.root} DAGSTER_HOME={home} \\
              {bin_dir}/dagster dev -m dagster_project.definitions
            (then open http://127.0.0.1:3000: assets, partitions, checks and these runs)""")
@@ -761,6 +770,9 @@ def verify(lake) -> None:
             report.damaged,
         )
 
+
+for experiment_command in EXPERIMENT_COMMANDS:  # train, experiment, export-results, predict
+    main.add_command(experiment_command)
 
 if __name__ == "__main__":
     main()

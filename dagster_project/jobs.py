@@ -6,6 +6,7 @@ import datetime as dt
 
 import dagster as dg
 
+from dagster_project.assets.experiments import EXPERIMENT_CELLS, register_experiment_cells
 from dagster_project.assets.raw import RAW_DEPTH_SNAPSHOTS, RAW_DEPTH_UPDATES
 from dagster_project.backfill import register_symbols
 from dagster_project.core.lake import PARTITION_FILE, Lake
@@ -55,6 +56,22 @@ catalog_job = dg.define_asset_job(
     description="The whole-lake assets: dataset splits over every landed sample, and "
     "lake/candlelake.duckdb (one view per lake table).",
 )
+
+experiments_job = dg.define_asset_job(
+    "experiments_job",
+    selection=[EXPERIMENT_CELLS],
+    description="Train and score experiment cells: one partition of experiments/cells a run "
+    "(`candlelake run` runs its default grid through it).",
+)
+
+
+@dg.job(
+    description="Register a slice of the experiment grid (every combination of symbols, "
+    "intervals, datasets, window sizes, models, trainings, labels and shuffled) as partitions "
+    "of experiments/cells; then backfill them from the asset's Partitions tab."
+)
+def experiment_grid_job() -> None:
+    register_experiment_cells()
 
 
 @dg.schedule(cron_schedule="15 0 * * *", job=klines_job, execution_timezone="UTC")

@@ -63,6 +63,7 @@ ALL_ASSET_KEYS = {
     "images/irregular_60",
     "images/irregular_80",
     "images/irregular_95",
+    "experiments/cells",
     "catalog",
 }
 

@@ -26,6 +26,7 @@ ORCHESTRATION_MODULES = {
     "main_job",
     "backfill",
     "cli",
+    "cli_experiments",
 }
 # The layers each layer may import (its own included).
 ALLOWED = {

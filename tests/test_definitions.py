@@ -65,6 +65,7 @@ def test_every_landed_table_has_its_checks():
     expected |= {("windows/splits", "no_training_label_reaches_test")}
     expected |= {(f"images/{dataset}", "images_match_windows") for dataset in IMAGE_DATASETS}
     expected |= {("catalog", "lake_files_intact")}
+    expected |= {("experiments/cells", name) for name in ("known_at_before_test", "not_suspicious")}
     assert checks == expected | {("curated/kline_gaps", "gap_report")}
 
 
@@ -84,6 +85,7 @@ def test_assets_are_grouped_by_layer_and_partitioned_by_day_and_symbol():
         **{f"images/{dataset}": "images" for dataset in IMAGE_DATASETS},
         "curated/klines": "curate",
         "curated/kline_gaps": "curate",
+        "experiments/cells": "experiments",
         "catalog": "catalog",
     }
     partitions = graph.get(dg.AssetKey(["raw", "klines"])).partitions_def
@@ -149,6 +151,8 @@ def test_jobs_and_schedules():
         "images_job",
         "market_job",
         "catalog_job",
+        "experiments_job",
+        "experiment_grid_job",
     }
     assert {s.name for s in defs.schedules} == {"daily_klines_schedule", "daily_catalog_schedule"}
     market = defs.resolve_job_def("market_job").asset_layer.selected_asset_keys

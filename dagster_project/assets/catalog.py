@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from dagster_project.assets.common import check_result
+from dagster_project.assets.common import EXPERIMENT_CELLS, check_result
 from dagster_project.assets.curated import CURATED_KLINES, KLINE_GAPS
 from dagster_project.assets.datasets import LABELS, SPLITS, WINDOWS
 from dagster_project.assets.features import INDICATORS, MICROSTRUCTURE
@@ -12,9 +12,10 @@ from dagster_project.core.checks import files_intact
 from dagster_project.core.integrity import verify_lake
 from dagster_project.core.lake import PART_GLOB, CatalogView, build_catalog
 from dagster_project.resources import LakeResource
+from ml.results import RESULT_VIEWS
 
-# View name → lake table. Views read a glob, so partitions landed later appear without a rebuild;
-# the catalog needs rebuilding only when a new table appears.
+# View name → lake table (or, derived, a query over other views). Views read a glob, so partitions
+# landed later appear without a rebuild; the catalog needs rebuilding only when a new table appears.
 CATALOG_VIEWS = (
     CatalogView("klines", "curated", "klines"),
     CatalogView("kline_gaps", "curated", "kline_gaps"),
@@ -30,6 +31,7 @@ CATALOG_VIEWS = (
     CatalogView("splits", "windows", "splits"),
     CatalogView("split_specs", "windows", "split_specs"),
     *(CatalogView(f"images_{dataset}", "images", dataset) for dataset in IMAGES),
+    *RESULT_VIEWS,  # predictions, metrics and the leaderboard / controls views over them
 )
 CATALOG = dg.AssetKey(["catalog"])
 
@@ -48,6 +50,7 @@ CATALOG = dg.AssetKey(["catalog"])
         WINDOWS,
         SPLITS,
         *IMAGES.values(),
+        EXPERIMENT_CELLS,
     ],
     group_name="catalog",
     kinds={"duckdb"},

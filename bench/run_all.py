@@ -19,6 +19,7 @@ BENCHMARKS = (
     "bench_integrity.py",
     "bench_onnx.py",
     "bench_train.py",
+    "bench_experiment.py",
     "bench_indicators.py",
     "bench_images.py",
     "bench_main_job.py",

@@ -20,6 +20,7 @@ BENCHMARKS = (
     "bench_onnx.py",
     "bench_train.py",
     "bench_experiment.py",
+    "bench_bootstrap.py",
     "bench_indicators.py",
     "bench_images.py",
     "bench_main_job.py",

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from ml import evaluate
 from ml.evaluate import (
     BASELINES,
     METRIC_NAMES,
@@ -15,8 +16,10 @@ from ml.evaluate import (
     MajorityClass,
     Persistence,
     block_bootstrap_ci,
+    bootstrap_replicates,
     classification_metrics,
     default_block_len,
+    metric_function,
     shuffled_labels,
     window_returns,
 )
@@ -237,6 +240,101 @@ def test_bootstrap_is_seeded_and_takes_a_metric_function():
 def test_bootstrap_of_an_undefined_metric_is_nan():
     assert all(math.isnan(v) for v in block_bootstrap_ci(np.ones(20), np.full(20, 0.7), "auroc"))
     assert all(math.isnan(v) for v in block_bootstrap_ci(np.array([]), np.array([]), "auroc"))
+
+
+def replicate_inputs(case: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Labels, probabilities and a block length that stress the vectorised replicates."""
+    rng = np.random.default_rng(len(case))
+    if case == "tied_probabilities":  # 503 rows: not a multiple of the block length
+        y, p = scores_with_auroc(rng, 503, 0.8)
+        return y, np.round(p, 1), 23
+    if case == "probabilities_0_or_1":
+        y = rng.integers(0, 2, 300)
+        return y, np.where(rng.random(300) < 0.7, y, 1 - y).astype(float), 17
+    if case == "rare_positive_run":  # many replicates hold no positive, some no negative
+        y = np.zeros(60, int)
+        y[:5] = 1
+        return y, rng.random(60), 20
+    if case == "all_one_class":
+        return np.ones(40, int), np.round(rng.random(40), 1), 7
+    if case == "tiny":
+        return np.array([1, 0, 1]), np.array([0.5, 0.5, 0.9]), 2
+    if case == "iid":
+        y, p = scores_with_auroc(rng, 200, 1.0)
+        return y, p, 1
+    if case == "one_block":
+        y, p = scores_with_auroc(rng, 150, 1.0)
+        return y, np.round(p, 2), 150
+    raise AssertionError(case)
+
+
+REPLICATE_CASES = (
+    "tied_probabilities",
+    "probabilities_0_or_1",
+    "rare_positive_run",
+    "all_one_class",
+    "tiny",
+    "iid",
+    "one_block",
+)
+
+
+@pytest.mark.parametrize("chunk_cells", [evaluate._CHUNK_CELLS, 1000])
+@pytest.mark.parametrize("case", REPLICATE_CASES)
+@pytest.mark.parametrize("name", METRIC_NAMES)
+def test_named_replicates_equal_the_per_replicate_metric(name, case, chunk_cells, monkeypatch):
+    """The vectorised path (a named metric) against the metric function called on each
+    replicate's rows; NaN where, and only where, the replicate's metric is undefined. 1000
+    cells a chunk puts a handful of replicates in each chunk, the last one short."""
+    monkeypatch.setattr(evaluate, "_CHUNK_CELLS", chunk_cells)
+    y, p, block_len = replicate_inputs(case)
+    named = bootstrap_replicates(y, p, name, block_len, n_boot=60, seed=11)
+    reference = bootstrap_replicates(y, p, metric_function(name), block_len, n_boot=60, seed=11)
+    assert named.shape == (60,)
+    np.testing.assert_allclose(named, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_some_replicates_are_undefined_in_the_rare_positive_case():
+    """The NaN comparison above is not vacuous: that input gives both defined and undefined
+    replicates of the metrics that need both classes."""
+    y, p, block_len = replicate_inputs("rare_positive_run")
+    for name in ("auroc", "recall", "mcc"):
+        undefined = np.isnan(bootstrap_replicates(y, p, name, block_len, n_boot=60, seed=11))
+        assert 0 < undefined.sum() < 60, name
+
+
+@pytest.mark.parametrize(("n_rows", "block_len"), [(1, 1), (7, 3), (10, 5), (10, 10), (97, 12)])
+def test_row_counts_count_the_circular_blocks_indices(n_rows, block_len):
+    starts = list(evaluate._block_starts(np.random.default_rng(2), n_rows, block_len, 30))
+    rows = evaluate._circular_blocks(np.random.default_rng(2), n_rows, block_len, 30)
+    expected = np.stack([np.bincount(r, minlength=n_rows) for r in rows])
+    counts = evaluate._row_counts(np.stack(starts), n_rows, block_len)
+    assert counts.dtype == np.int32
+    np.testing.assert_array_equal(counts, expected)
+
+
+@pytest.mark.parametrize(("n_rows", "length"), [(1, 1), (10, 3), (10, 10), (2000, 45)])
+def test_window_sums_keep_their_digits_beside_large_values(n_rows, length):
+    """Each circular window's sum as np.sum gives it, also for small windows after a run of
+    huge values: differences of running sums (over the series, or over a tile) would carry
+    the rounding of the large running total into those windows (1e-9..1e-6 here)."""
+    rng = np.random.default_rng(n_rows)
+    values = rng.random(n_rows) + np.where(np.arange(n_rows) < n_rows // 2, 1e7, 0.0)
+    laps = np.r_[values, values]
+    expected = [np.sum(laps[s : s + length]) for s in range(n_rows)]
+    sums = evaluate._window_sums(values[:, None], length)[:, 0]
+    np.testing.assert_allclose(sums, expected, rtol=1e-13, atol=0)
+
+
+def test_named_and_function_metrics_give_the_same_intervals_on_a_long_series():
+    """50,000 rows (the research's longest test sets): the block sums of the additive metrics
+    keep their digits, and the ranking metrics' counts are chunked."""
+    y, p = scores_with_auroc(np.random.default_rng(8), 50_000, 0.6)
+    p = np.where(np.arange(p.size) % 97 == 0, 1.0, p)  # some rows at the log-loss clip
+    for name in ("log_loss", "brier", "auroc", "auprc", "f1"):
+        named = block_bootstrap_ci(y, p, name, block_len=224, n_boot=20, seed=3)
+        reference = block_bootstrap_ci(y, p, metric_function(name), 224, n_boot=20, seed=3)
+        np.testing.assert_allclose(named, reference, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 def test_default_block_len_is_root_n_but_at_least_the_dependence():

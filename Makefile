@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --quiet --constraint constraints.txt
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: run test install install-test dagster bench lint clean-lake
+.PHONY: run test install install-test dagster app bench lint clean-lake
 
 run: $(VENV)/.installed
 	$(BIN)/candlelake run
@@ -29,6 +29,12 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 dagster: $(VENV)/.installed
 	$(BIN)/dagster dev -m dagster_project.definitions
+
+# The explorer over ./lake (or CANDLELAKE_LAKE), on 127.0.0.1 only; it reads, never writes.
+CATALOG := $(or $(CANDLELAKE_LAKE),lake)/candlelake.duckdb
+app: $(VENV)/.installed
+	@test -f $(CATALOG) || { echo "No catalog at $(CATALOG): build the lake first with 'make run' (or '$(BIN)/candlelake catalog' over an existing lake)." >&2; exit 2; }
+	$(BIN)/streamlit run app/main.py --server.address 127.0.0.1 --server.headless true --browser.gatherUsageStats false
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run_all.py

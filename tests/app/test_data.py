@@ -1,0 +1,73 @@
+"""app.data: the lake from the environment, cached read-only queries keyed on the catalog's
+mtime, the views' columns, and the page-stopping message when the catalog is missing."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from app import data
+from dagster_project.core.errors import InvalidRequestError
+from dagster_project.core.sql import run_sql
+from tests.app.conftest import HONEST, app_test
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_lake_is_the_environments_and_absolute(app_env, monkeypatch, tmp_path):
+    assert data.lake().root == app_env.root
+    monkeypatch.setenv("CANDLELAKE_LAKE", "relative/lake")
+    assert data.lake().root.is_absolute() and data.lake().root.parts[-2:] == ("relative", "lake")
+
+
+def test_a_query_reads_the_catalog_with_its_parameters(app_env):
+    metrics = data.query("leaderboard_cell_metrics", cell=HONEST.key)
+    assert set(metrics["cell"]) == {HONEST.key}
+    assert {"custom", "majority", "persistence", "logistic_returns"} <= set(metrics["scorer"])
+    assert data.query("leaderboard_board", limit=1).height == 1
+
+
+def test_a_query_is_cached_until_the_catalog_changes(app_env, monkeypatch):
+    ran = []
+    monkeypatch.setattr(
+        data, "run_sql", lambda con, name, params: ran.append(name) or run_sql(con, name, params)
+    )
+    data.query("leaderboard_controls", limit=7)
+    data.query("leaderboard_controls", limit=7)
+    assert ran == ["app/leaderboard_controls"]
+    mtime = data.catalog_mtime()
+    os.utime(app_env.catalog_path, (mtime + 10, mtime + 10))
+    try:
+        data.query("leaderboard_controls", limit=7)
+    finally:
+        os.utime(app_env.catalog_path, (mtime, mtime))
+    assert ran == ["app/leaderboard_controls"] * 2
+
+
+def test_a_query_with_wrong_parameters_names_them(app_env):
+    with pytest.raises(InvalidRequestError, match=r"missing \['limit'\]"):
+        data.query("leaderboard_board")
+
+
+def test_view_columns_lists_every_view_with_typed_columns(app_env):
+    columns = data.view_columns()
+    assert {"klines", "labels", "metrics", "predictions", "leaderboard", "controls"} <= set(columns)
+    assert ("why", "VARCHAR") in columns["controls"]
+    assert "candlelake_catalog" not in columns  # a table, not a view
+
+
+def test_a_missing_catalog_stops_the_page_with_the_command_to_run(monkeypatch, tmp_path):
+    monkeypatch.setenv("CANDLELAKE_LAKE", str(tmp_path / "no_lake"))
+    assert data.catalog_mtime() is None
+    at = app_test("pages/leaderboard.py").run()
+    assert not at.exception
+    (error,) = at.error
+    assert "make run" in error.value and ".venv/bin/candlelake catalog" in error.value
+    assert not at.dataframe
+
+
+def test_the_app_lists_every_page_that_exists(app_env):
+    at = app_test("main.py").run()
+    assert not at.exception and not at.error
+    assert at.title[0].value == "Leaderboard"  # the first page is the default

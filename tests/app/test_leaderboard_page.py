@@ -1,0 +1,88 @@
+"""The Leaderboard page on the test lake: the honest board with baselines beside it, filters,
+the controls apart with why, and one cell's detail."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from tests.app.conftest import HONEST, LEAKY, SHUFFLED, app_test
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def page(app_env):
+    at = app_test("pages/leaderboard.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def board_cells(at) -> list[str]:
+    return list(at.dataframe[0].value["cell"])
+
+
+def test_the_board_holds_the_honest_cell_only_and_the_controls_apart(page):
+    assert not page.error
+    assert board_cells(page) == [HONEST.key]
+    assert [h.value for h in page.main.header] == [
+        "What the original research reported, and why",
+        "Cell detail",
+    ]
+    controls = page.dataframe[1].value
+    assert sorted(controls["cell"]) == sorted([LEAKY.key, SHUFFLED.key])
+    assert controls["why"].str.len().min() > 0
+
+
+def test_the_chart_shows_the_model_beside_every_baseline_and_the_control(page):
+    chart = page.get("vega_lite_chart")[0].proto
+    marks = [layer["mark"]["type"] for layer in json.loads(chart.spec)["layer"]]
+    assert marks == ["rule", "point", "rule"]  # CI, score, chance line
+    scorers = [
+        pa.ipc.open_stream(dataset.data.data).read_all().to_pydict().get("scorer")
+        for dataset in chart.datasets
+    ]
+    assert ["custom", "majority", "persistence", "logistic_returns", "shuffled control"] in scorers
+
+
+def filter_by(at, title: str):
+    return next(widget for widget in at.sidebar.multiselect if widget.label == title)
+
+
+def test_a_filter_changes_the_rows_shown(page):
+    assert filter_by(page, "Label").options == ["leaky_last_candle_up", "next_up_1"]
+    filter_by(page, "Label").select("leaky_last_candle_up").run()
+    assert not page.exception
+    assert [i.value for i in page.info] == ["No leaderboard rows match the filters."]
+    assert list(page.dataframe[0].value["cell"]) == [LEAKY.key]  # the controls' table alone
+    assert page.selectbox[0].options == [LEAKY.key]
+    filter_by(page, "Label").set_value(["next_up_1"]).run()
+    assert board_cells(page) == [HONEST.key]
+    assert sorted(page.dataframe[1].value["cell"]) == [SHUFFLED.key]
+
+
+def test_suspicious_flags_or_their_absence_are_stated(page):
+    assert [s.value for s in page.success] == ["No suspicious scores among these cells."]
+
+
+def test_a_cells_detail_shows_its_config_learning_curve_and_curves(page):
+    page.selectbox[0].select(HONEST.key).run()
+    assert not page.exception and not page.error
+    assert [s.value for s in page.subheader] == [
+        f"Configuration of {HONEST.key}",
+        "Learning curve",
+        "Confusion matrix",
+        "ROC curve",
+        "Calibration",
+        "Precision-recall curve",
+    ]
+    config = page.json[0].value
+    assert HONEST.key in config and "fingerprint" in config
+
+
+def test_a_controls_detail_opens_too(page):
+    page.selectbox[0].select(LEAKY.key).run()
+    assert not page.exception and not page.error
+    assert page.subheader[0].value == f"Configuration of {LEAKY.key}"

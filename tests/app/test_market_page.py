@@ -1,0 +1,154 @@
+"""The Market page on the test lake: candles of the chosen series and days (at most MAX_BARS),
+chosen indicators' values and one cell's test predictions on the same span."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from dagster_project.core.lake import connect
+from tests.app.conftest import DAYS, HONEST, app_test
+
+pytestmark = pytest.mark.slow
+
+MAX_BARS = 2000  # app/pages/market.py's cap
+
+
+@pytest.fixture
+def page(app_env):
+    at = app_test("pages/market.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def chart_data(at) -> list[pl.DataFrame]:
+    """Every dataset of the page's one chart, as frames."""
+    chart = at.get("vega_lite_chart")
+    assert len(chart) == 1
+    return [
+        pl.from_arrow(pa.ipc.open_stream(dataset.data.data).read_all())
+        for dataset in chart[0].proto.datasets
+    ]
+
+
+def dataset_with(at, column: str) -> pl.DataFrame:
+    """The largest dataset of the chart that has ``column``."""
+    frames = [frame for frame in chart_data(at) if column in frame.columns]
+    assert frames, f"no chart dataset with {column}"
+    return max(frames, key=lambda frame: frame.height)
+
+
+def candles(at) -> pl.DataFrame:
+    return dataset_with(at, "bars_in_range")
+
+
+def candle_caption(at) -> str:
+    return next(c.value for c in at.caption if " candles, " in c.value)
+
+
+def lake_rows(lake, sql: str, *params) -> pl.DataFrame:
+    con = connect(lake.catalog_path, read_only=True)
+    try:
+        return con.sql(sql, params=list(params)).pl()
+    finally:
+        con.close()
+
+
+def test_the_default_chart_holds_the_last_max_bars_candles_of_both_days(page, app_env):
+    assert not page.error
+    assert page.selectbox(key="market_interval").value == "1m"
+    assert page.date_input(key="market_days").value == DAYS
+    bars = candles(page)
+    assert bars.height == MAX_BARS
+    assert bars["bars_in_range"][0] == 2 * 24 * 60
+    assert bars["open_time"].is_sorted() and bars["open_time"].n_unique() == MAX_BARS
+    last = lake_rows(
+        app_env,
+        "select max(open_time) as t from klines where symbol = ? and interval = '1m'",
+        HONEST.symbol,
+    )["t"][0]
+    assert bars["open_time"][-1].replace(tzinfo=None) == last.replace(tzinfo=None)
+    assert candle_caption(page).startswith(
+        f"{MAX_BARS} candles, 2024-03-01 14:40 to 2024-03-02 23:59"
+    )
+    assert f"the last {MAX_BARS} of the 2880" in candle_caption(page)
+
+
+def test_a_coarser_interval_charts_every_candle_of_the_days(page):
+    page.selectbox(key="market_interval").select("1h").run()
+    assert not page.exception, page.exception
+    bars = candles(page)
+    assert bars.height == 48
+    assert (bars["close_time"] - bars["open_time"]).max() < dt.timedelta(hours=1)
+    assert candle_caption(page) == (
+        f"48 candles, 2024-03-01 00:00 to 2024-03-02 23:00 UTC (at most {MAX_BARS} per chart)."
+    )
+
+
+def test_one_day_charts_that_days_candles_only(page):
+    page.date_input(key="market_days").set_value((DAYS[0], DAYS[0])).run()
+    assert not page.exception, page.exception
+    bars = candles(page)
+    assert bars.height == 24 * 60
+    assert {t.date() for t in bars["open_time"]} == {DAYS[0]}
+    assert candle_caption(page).startswith("1440 candles, 2024-03-01 00:00 to 2024-03-01 23:59")
+    assert "the last" not in candle_caption(page)
+
+
+def indicator_values(at) -> pl.DataFrame:
+    return pl.concat(
+        [frame for frame in chart_data(at) if {"indicator", "value"} <= set(frame.columns)]
+    )
+
+
+def test_a_chosen_indicator_adds_its_values_from_the_lake(page, app_env):
+    chooser = page.multiselect(key="market_indicators")
+    assert chooser.value == ["sma_20"]
+    assert set(indicator_values(page)["indicator"]) == {"sma_20"}
+    other = next(name for name in ("rsi_14", "ema_20") if name in chooser.options)
+    chooser.select(other).run()
+    assert not page.exception, page.exception
+    shown = indicator_values(page)
+    assert set(shown["indicator"]) == {"sma_20", other}
+    mine = shown.filter(pl.col("indicator") == other).sort("decision_time")
+    bars = candles(page)
+    start = bars["open_time"][0]
+    expected = lake_rows(
+        app_env,
+        f"select decision_time, {other} as value from indicators where symbol = ? and "
+        f"interval = '1m' and decision_time > ? and {other} is not null order by decision_time",
+        HONEST.symbol,
+        start,
+    )
+    assert mine.height == expected.height > MAX_BARS - 50
+    assert mine["value"].to_list() == pytest.approx(expected["value"].to_list())
+    chooser.set_value([]).run()
+    assert not any("indicator" in frame.columns for frame in chart_data(page))
+
+
+def test_the_prediction_panel_shows_the_cells_test_probabilities(page, app_env):
+    assert page.selectbox(key="market_cell").value == HONEST.key
+    caption = next(c.value for c in page.caption if c.value.startswith("Predictions:"))
+    assert f"`{HONEST.key}`" in caption and "leakage control" not in caption
+    shown = dataset_with(page, "probability")
+    start = candles(page)["open_time"][0]
+    expected = lake_rows(
+        app_env,
+        "select scorer, decision_time, probability from predictions where cell = ? and "
+        "split = 'test' and decision_time > ? order by scorer, decision_time",
+        HONEST.key,
+        start,
+    )
+    assert shown.height == expected.height > 0
+    assert set(shown["scorer"]) == set(expected["scorer"]) >= {"custom", "majority"}
+    assert shown["probability"].to_list() == pytest.approx(expected["probability"].to_list())
+    assert shown["probability"].is_between(0, 1).all()
+
+
+def test_no_cell_leaves_out_the_prediction_panel(page):
+    page.selectbox(key="market_cell").select("(none)").run()
+    assert not page.exception, page.exception
+    assert not any("probability" in frame.columns for frame in chart_data(page))

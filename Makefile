@@ -25,6 +25,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) --editable ".[test]"
+	# the browser test drives Debian's chromium (Playwright's own download is unreachable here)
+	command -v chromium >/dev/null || { command -v apt-get >/dev/null && apt-get install -y --no-install-recommends chromium; } || true
 	touch $@
 
 dagster: $(VENV)/.installed

@@ -85,7 +85,9 @@ def pick_partition(series: pl.DataFrame) -> WindowPartition:
     return WindowPartition(day=day, window_size=window_size, **chosen)
 
 
-@st.cache_data(show_spinner="Rendering the window…")
+# cache_resource, not cache_data: the page runs as __main__ under `streamlit run`, where a
+# dataclass defined here cannot be pickled; the renders are only displayed, never mutated.
+@st.cache_resource(show_spinner="Rendering the window…", max_entries=64)
 def window_view(
     lake_root: str, part: WindowPartition, decision_time: dt.datetime, mtime: float | None
 ) -> WindowView:

@@ -1,0 +1,43 @@
+"""Screenshots of the explorer for the README: one PNG per page of the navigation, taken in headless
+Chromium over a lake ``make run`` built, saved as ``docs/images/explorer_<page>.png``.
+
+    DAGSTER_HOME=.dagster_home .venv/bin/python docs/screenshots.py lake
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the browser driver lives with the test that shares it
+
+from tests.app.browser import browser_page, chromium_path, served_app, show_every_page  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("lake", type=Path, help="the lake (with its catalog) to show")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
+    args = parser.parse_args()
+    chromium = chromium_path()
+    if chromium is None:
+        sys.exit("No Chromium at /usr/bin/chromium or $CHROMIUM: apt-get install chromium")
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or ROOT / ".dagster_home").absolute()
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "streamlit.log"
+        with (
+            served_app(args.lake.absolute(), dagster_home, log) as url,
+            browser_page(chromium) as page,
+        ):
+            for shown in show_every_page(page, url, args.out, prefix="explorer_"):
+                status = f"{len(shown.errors)} error box(es)" if shown.errors else "ok"
+                print(f"{shown.screenshot.relative_to(ROOT)}: {shown.title}, {status}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Drive the explorer in a real browser: serve ``app/main.py`` with ``streamlit run`` on a free
+port, open every page of its navigation in headless Chromium (Debian's, through Playwright: its
+own browser download is not reachable here), wait until the script and the charts are done, and
+save a full-page screenshot. Shared by ``tests/app/test_browser.py`` and ``docs/screenshots.py``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from dagster_project.core.lake import LAKE_ENV_VAR
+
+ROOT = Path(__file__).resolve().parents[2]
+STREAMLIT = Path(sys.executable).with_name("streamlit")
+CHROMIUM_ENV_VAR = "CHROMIUM"
+DEFAULT_CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SERVE_TIMEOUT_S = 120
+RUN_TIMEOUT_MS = 180_000  # a page's first run imports torch and the ml stack on a busy machine
+VIEWPORT = {"width": 1400, "height": 900}
+MAX_SCREENSHOT_PX = 12_000
+ERROR_BOX = '[data-testid="stException"]'
+CHART_MARKS = ".vega-embed .marks"  # vega's canvas or svg (the actions menu has svgs of its own)
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One page as the browser showed it, once its script and its charts were done."""
+
+    title: str
+    url: str
+    text: str  # the page's visible text (sidebar included)
+    errors: tuple[str, ...]  # the text of every exception box
+    charts: int
+    images: int
+    screenshot: Path
+
+
+def chromium_path() -> Path | None:
+    """The Chromium to drive (``$CHROMIUM``, else Debian's), or None when it is not installed."""
+    path = Path(os.environ.get(CHROMIUM_ENV_VAR) or DEFAULT_CHROMIUM)
+    return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def served_app(lake: Path, dagster_home: Path, log: Path) -> Iterator[str]:
+    """``streamlit run app/main.py`` over ``lake`` on a free local port; yields its base URL and
+    always stops the server (its output goes to ``log``)."""
+    port = free_port()
+    env = {**os.environ, LAKE_ENV_VAR: str(lake), "DAGSTER_HOME": str(dagster_home)}
+    command = [
+        str(STREAMLIT), "run", str(ROOT / "app" / "main.py"),
+        "--server.address", "127.0.0.1", "--server.port", str(port),
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until_serving(server, url, log)
+            yield url
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def wait_until_serving(server: subprocess.Popen, url: str, log: Path) -> None:
+    deadline = time.monotonic() + SERVE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"streamlit did not serve {url} in {SERVE_TIMEOUT_S}s:\n{log.read_text()}")
+
+
+@contextmanager
+def browser_page(chromium: Path) -> Iterator:
+    """A Playwright page of headless Chromium at ``chromium``."""
+    from playwright.sync_api import sync_playwright  # a test dependency, not the app's
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.set_default_timeout(RUN_TIMEOUT_MS)
+            yield page
+        finally:
+            browser.close()
+
+
+def show_every_page(page, base_url: str, out_dir: Path, prefix: str = "") -> list[Shown]:
+    """Open every page the sidebar navigation lists and screenshot each to
+    ``out_dir/<prefix><url path>.png`` (the default page's path is its title's)."""
+    page.goto(base_url)
+    wait_settled(page)
+    links = page.locator('[data-testid="stSidebarNav"] a')
+    # a link's text is its icon's ligature name, then its title
+    targets = [(links.nth(i).inner_text().strip().splitlines()[-1].strip(),
+                links.nth(i).get_attribute("href")) for i in range(links.count())]  # fmt: skip
+    shown = []
+    for title, href in targets:
+        url = href if href.startswith("http") else f"{base_url}/{href.lstrip('/')}"
+        name = url.removeprefix(base_url).strip("/") or title.lower().replace(" ", "_")
+        shown.append(show_page(page, title, url, out_dir / f"{prefix}{name}.png"))
+    return shown
+
+
+def show_page(page, title: str, url: str, screenshot: Path) -> Shown:
+    page.set_viewport_size(VIEWPORT)
+    page.goto(url)
+    page.get_by_role("heading", name=title).first.wait_for()
+    wait_settled(page)
+    height = page.evaluate(
+        'Math.max(...[...document.querySelectorAll(\'[data-testid="stMain"], '
+        '[data-testid="stMainBlockContainer"], [data-testid="stSidebar"]\')]'
+        ".map(e => e.scrollHeight), document.body.scrollHeight)"
+    )  # Streamlit scrolls inside its main block: grow the viewport so the shot holds it all
+    page.set_viewport_size({**VIEWPORT, "height": min(int(height) + 80, MAX_SCREENSHOT_PX)})
+    wait_settled(page)
+    page.screenshot(path=str(screenshot), full_page=True)
+    boxes = page.locator(ERROR_BOX)
+    return Shown(
+        title=title,
+        url=url,
+        text=page.locator("body").inner_text(),
+        errors=tuple(boxes.nth(i).inner_text() for i in range(boxes.count())),
+        charts=page.locator(".vega-embed").count(),
+        images=page.locator('[data-testid="stImage"] img').count(),
+        screenshot=screenshot,
+    )
+
+
+def wait_settled(page) -> None:
+    """Wait until the script run is over, no spinner is left, every vega chart has drawn its
+    marks and every image has loaded."""
+    page.locator('[data-test-script-state="notRunning"]').wait_for(state="attached")
+    page.locator('[data-testid="stSpinner"]').first.wait_for(state="detached")
+    for i in range(page.locator(".vega-embed").count()):
+        page.locator(".vega-embed").nth(i).locator(".marks").first.wait_for(state="attached")
+    page.wait_for_function(
+        "[...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+        ".every(img => img.complete && img.naturalWidth > 0)"
+    )
+    page.wait_for_timeout(500)  # let vega finish its layout pass before a screenshot

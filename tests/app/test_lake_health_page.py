@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from dagster._core.storage.defs_state.base import set_defs_state_storage
 from streamlit.testing.v1 import AppTest
 
 from tests.app.conftest import APP_DIR
@@ -88,10 +89,14 @@ def instance_home(tmp_path) -> Path:
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     instance = dg.DagsterInstance.from_config(str(home))
+    # Dagster keeps the current defs-state storage in a context variable; an instance an earlier
+    # test in this process opened (and disposed) may still be there, so this one's is set here.
+    storage = instance.defs_state_storage
     try:
-        for in_range in (True, False):
-            config = {"ops": {"features__indicators": {"config": {"in_range": in_range}}}}
-            assert dg.materialize([probe], instance=instance, run_config=config).success
+        with set_defs_state_storage(storage):
+            for in_range in (True, False):
+                config = {"ops": {"features__indicators": {"config": {"in_range": in_range}}}}
+                assert dg.materialize([probe], instance=instance, run_config=config).success
     finally:
         instance.dispose()
     return home

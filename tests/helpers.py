@@ -92,3 +92,21 @@ def simulated_dataset_lake(root, symbol: str = "BTCUSDT", days: tuple[dt.date, .
     finally:
         con.close()
     return lake
+
+
+def with_batch_norm_of(model, images):
+    """``model`` in eval mode with its batch-norm statistics those of the uint8 ``images`` (as a
+    trained model's are of its data), so its logits spread as a trained model's do rather than
+    sitting near zero with fresh statistics."""
+    import torch
+
+    from ml.train import as_inputs
+
+    for norm in model.modules():
+        if isinstance(norm, torch.nn.modules.batchnorm._BatchNorm):
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average: one pass sets the batch's statistics
+    model.train()
+    with torch.no_grad():
+        model(as_inputs(torch.from_numpy(images), torch.device("cpu")))
+    return model.eval()

@@ -24,6 +24,7 @@ from ml.image_preview import windows_from_klines
 from ml.rendering import CandleStyle, OhlcBarStyle, render
 from ml.train import as_inputs
 from ml.zoo import create_model, list_models, model_defaults
+from tests.helpers import with_batch_norm_of
 
 SIZE = 64  # image height (and width for `candle` images; `ohlc_bar` images are 3 px a candle)
 IMAGES = 8  # a batch larger than the export's example batch, so the batch axis must be dynamic
@@ -52,19 +53,9 @@ def images_for(name: str, rendered: dict[tuple[str, int], np.ndarray]) -> np.nda
 
 
 def zoo_model(name: str, images: np.ndarray) -> torch.nn.Module:
-    """Zoo model ``name`` for ``images``, its batch-norm statistics those of ``images`` (as a
-    trained model's are of its data), so that its logits have a trained model's spread rather
-    than the near-zero outputs of fresh statistics."""
+    """Zoo model ``name`` for ``images``, its batch-norm statistics those of ``images``."""
     torch.manual_seed(0)
-    model = create_model(name, image_size=tuple(images.shape[2:]))
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average: one pass sets the statistics of the batch
-    model.train()
-    with torch.no_grad():
-        model(as_inputs(torch.from_numpy(images), CPU))
-    return model.eval()
+    return with_batch_norm_of(create_model(name, image_size=tuple(images.shape[2:])), images)
 
 
 @pytest.mark.slow  # an export and a session per model: 1-5 s each on 2 cores

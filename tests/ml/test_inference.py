@@ -38,7 +38,7 @@ from ml.train import (
     save_checkpoint,
 )
 from ml.window_data import WindowPartition, load_windows
-from tests.helpers import simulated_dataset_lake
+from tests.helpers import simulated_dataset_lake, with_batch_norm_of
 from tests.ml.test_train import small_custom
 
 SYMBOL, INTERVAL, DATASET, WINDOW, MODEL = "BTCUSDT", "5m", "regular", 5, "custom"
@@ -68,14 +68,7 @@ def day_windows(lake: Lake, day: dt.date):
 
 def calibrated_custom(images: np.ndarray) -> torch.nn.Module:
     """``small_custom`` whose batch-norm statistics are those of ``images``, in eval mode."""
-    model = small_custom()
-    for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average: one pass sets the statistics of the batch
-    model.train()
-    with torch.no_grad():
-        model(as_inputs(torch.from_numpy(images), CPU))
-    return model.eval()
+    return with_batch_norm_of(small_custom(), images)
 
 
 def save_cell(lake: Lake, model: torch.nn.Module, entry: dict[str, object]) -> Path:

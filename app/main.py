@@ -18,13 +18,13 @@ PAGES = (
 
 
 def pages() -> list[st.Page]:
-    """The pages whose file exists, so a page not written yet cannot break the app."""
-    return [
-        st.Page(PAGES_DIR / name, title=title, icon=icon)
-        for name, title, icon in PAGES
-        if (PAGES_DIR / name).is_file()
-    ]
+    return [st.Page(PAGES_DIR / name, title=title, icon=icon) for name, title, icon in PAGES]
 
 
-st.set_page_config(page_title="candlelake explorer", layout="wide")
-st.navigation(pages()).run()
+def main() -> None:
+    st.set_page_config(page_title="candlelake explorer", layout="wide")
+    st.navigation(pages()).run()
+
+
+if __name__ == "__main__":  # streamlit runs this file as __main__; importing it runs nothing
+    main()

@@ -86,9 +86,13 @@ def auroc_chart(board: pl.DataFrame) -> alt.LayerChart:
     """AUROC per cell: a point with its CI as a rule, for the model and each scorer beside it."""
     scores = scores_long(board)
     base = alt.Chart(scores).encode(
-        y=alt.Y("cell:N", title=None),
+        y=alt.Y("cell:N", title=None, axis=alt.Axis(labelLimit=0)),  # keys are long; show whole
         yOffset="scorer:N",
-        color=alt.Color("scorer:N", title="scorer"),
+        color=alt.Color(
+            "scorer:N",
+            scale=alt.Scale(scheme="tableau10"),
+            legend=alt.Legend(orient="top", title=None),
+        ),
         tooltip=["cell", "scorer", "auroc", "auroc_low", "auroc_high"],
     )
     rules = base.mark_rule().encode(x=alt.X("auroc_low:Q", title="test AUROC"), x2="auroc_high")

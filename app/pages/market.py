@@ -29,6 +29,9 @@ INDICATOR_KEYS = ("open_time", "decision_time", "date", "interval", "symbol")
 DEFAULT_INDICATORS = ("sma_20",)
 NO_CELL = "(none)"
 CHART_WIDTH = 900
+REALISED_BARS = 60  # the realised up-rate beside P(up): mean label of the last this many rows
+REALISED = f"realised up-rate ({REALISED_BARS} bars)"
+TIME_AXIS = alt.Axis(format="%m-%d %H:%M", labelOverlap=True)
 
 
 def main() -> None:
@@ -58,7 +61,7 @@ def main() -> None:
     panels = [price_panel(candles, gaps, indicators, span)]
     panels += [panel for panel in (other_indicator_panel(indicators, span),) if panel]
     if predictions is not None:
-        panels.append(prediction_panel(predictions, span))
+        panels.append(prediction_panel(predictions, pick_scorers(predictions), span))
     st.altair_chart(alt.vconcat(*panels).resolve_scale(x="shared", color="independent"))
 
 
@@ -177,7 +180,8 @@ def chart_predictions(span: Span, cell: dict | None) -> pl.DataFrame | None:
     st.caption(
         f"Predictions: P(up) of `{cell['label']}` by cell `{cell['cell']}`{control} on its test "
         f"rows ({cell['test_start']:%Y-%m-%d %H:%M} to {cell['test_end']:%Y-%m-%d %H:%M} UTC), "
-        "beside its baselines on the same rows; grey ticks: the realised label."
+        f"beside the baselines chosen in the sidebar on the same rows; grey: the {REALISED}, "
+        "which a calibrated P(up) should follow."
     )
     if predictions.is_empty():
         st.info("None of this cell's test rows fall in the charted span.")
@@ -185,10 +189,19 @@ def chart_predictions(span: Span, cell: dict | None) -> pl.DataFrame | None:
     return predictions
 
 
+def pick_scorers(predictions: pl.DataFrame) -> list[str]:
+    """The scorers to draw: the cell's model by default, any of its baselines on request."""
+    scorers = predictions.select("scorer", "role").unique()
+    is_baseline = pl.col("role") == "baseline"
+    default = scorers.filter(~is_baseline)["scorer"].sort().to_list()
+    names = default + scorers.filter(is_baseline)["scorer"].sort().to_list()
+    return st.sidebar.multiselect("Scorers", names, default=default, key="market_scorers")
+
+
 def price_panel(
     candles: pl.DataFrame, gaps: pl.DataFrame, indicators: pl.DataFrame, span: Span
 ) -> alt.LayerChart:
-    x = alt.X("open_time:T", title=None, scale=span.x_scale())
+    x = alt.X("open_time:T", title=None, scale=span.x_scale(), axis=TIME_AXIS)
     base = alt.Chart(candles).encode(
         x=x,
         color=alt.Color(
@@ -208,7 +221,8 @@ def price_panel(
     overlay = indicators.filter(is_price_scale())
     if overlay.height:
         layers.append(indicator_lines(overlay, span))
-    return alt.layer(*layers).properties(width=CHART_WIDTH, height=320)
+    chart = alt.layer(*layers).resolve_scale(color="independent")  # candles' colours are fixed
+    return chart.properties(width=CHART_WIDTH, height=320)
 
 
 def gap_layer(gaps: pl.DataFrame) -> alt.Chart:
@@ -226,11 +240,11 @@ def is_price_scale() -> pl.Expr:
 def indicator_lines(indicators: pl.DataFrame, span: Span) -> alt.Chart:
     return (
         alt.Chart(indicators)
-        .mark_line(strokeWidth=1)
+        .mark_line(strokeWidth=1.5)
         .encode(
-            x=alt.X("decision_time:T", title=None, scale=span.x_scale()),
+            x=alt.X("decision_time:T", title=None, scale=span.x_scale(), axis=TIME_AXIS),
             y=alt.Y("value:Q", scale=alt.Scale(zero=False)),
-            color=alt.Color("indicator:N"),
+            color=alt.Color("indicator:N", legend=alt.Legend(orient="top", title=None)),
             tooltip=["decision_time:T", "indicator:N", "value:Q"],
         )
     )
@@ -243,25 +257,34 @@ def other_indicator_panel(indicators: pl.DataFrame, span: Span) -> alt.Chart | N
     return indicator_lines(others, span).properties(width=CHART_WIDTH, height=140)
 
 
-def prediction_panel(predictions: pl.DataFrame, span: Span) -> alt.LayerChart:
-    x = alt.X("decision_time:T", title=None, scale=span.x_scale())
+def prediction_panel(predictions: pl.DataFrame, scorers: list[str], span: Span) -> alt.LayerChart:
+    x = alt.X("decision_time:T", title=None, scale=span.x_scale(), axis=TIME_AXIS)
+    y = alt.Y("probability:Q", title="P(up)", scale=alt.Scale(domain=[0, 1]))
     lines = (
-        alt.Chart(predictions)
+        alt.Chart(predictions.filter(pl.col("scorer").is_in(scorers)))
         .mark_line(strokeWidth=1)
         .encode(
             x=x,
-            y=alt.Y("probability:Q", title="P(up)", scale=alt.Scale(domain=[0, 1])),
-            color=alt.Color("scorer:N"),
+            y=y,
+            color=alt.Color("scorer:N", legend=alt.Legend(orient="top", title=None)),
             tooltip=["decision_time:T", "scorer:N", "role:N", "probability:Q", "label:Q"],
         )
     )
-    labels = (
-        alt.Chart(predictions.filter(pl.col("scorer") == predictions["scorer"][0]))
-        .mark_tick(color="grey", opacity=0.5)
-        .encode(x=x, y="label:Q")
+    realised = (
+        alt.Chart(realised_up_rate(predictions))
+        .mark_line(color="grey", strokeWidth=2)
+        .encode(x=x, y=y, tooltip=["decision_time:T", alt.Tooltip("probability:Q", title=REALISED)])
     )
     half = alt.Chart(pl.DataFrame({"p": [0.5]})).mark_rule(strokeDash=[4, 4]).encode(y="p:Q")
-    return alt.layer(labels, lines, half).properties(width=CHART_WIDTH, height=160)
+    return alt.layer(realised, lines, half).properties(width=CHART_WIDTH, height=160)
+
+
+def realised_up_rate(predictions: pl.DataFrame) -> pl.DataFrame:
+    """The mean realised label of the last REALISED_BARS test rows (one scorer's rows: the labels
+    are the same for every scorer), as a probability to draw beside P(up)."""
+    rows = predictions.filter(pl.col("scorer") == predictions["scorer"][0]).sort("decision_time")
+    rate = pl.col("label").cast(pl.Float64).rolling_mean(REALISED_BARS)
+    return rows.select("decision_time", rate.alias("probability")).drop_nulls()
 
 
 def hex_colour(rgb: tuple[int, int, int]) -> str:

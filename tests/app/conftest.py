@@ -60,3 +60,12 @@ def app_env(monkeypatch, app_lake) -> Lake:
 def app_test(page: str) -> AppTest:
     """An AppTest of ``app/<page>`` with a timeout that allows importing torch on a busy machine."""
     return AppTest.from_file(str(APP_DIR / page), default_timeout=RUN_TIMEOUT_S)
+
+
+def opened(page: str) -> AppTest:
+    """``app/<page>`` after its first run, which must show no exception and no error box (a
+    vanished lake shows as the missing-catalog error here, not as a missing widget later)."""
+    at = app_test(page).run()
+    problems = [element.value for element in (*at.exception, *at.error)]
+    assert not problems, problems
+    return at

@@ -8,9 +8,10 @@ import os
 import pytest
 
 from app import data
+from app.main import PAGES
 from dagster_project.core.errors import InvalidRequestError
 from dagster_project.core.sql import run_sql
-from tests.app.conftest import HONEST, app_test
+from tests.app.conftest import APP_DIR, HONEST, app_test
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +68,9 @@ def test_a_missing_catalog_stops_the_page_with_the_command_to_run(monkeypatch, t
     assert not at.dataframe
 
 
-def test_the_app_lists_every_page_that_exists(app_env):
+def test_the_app_opens_on_the_leaderboard_and_lists_every_page_module(app_env):
     at = app_test("main.py").run()
     assert not at.exception and not at.error
     assert at.title[0].value == "Leaderboard"  # the first page is the default
+    listed = {name for name, _title, _icon in PAGES}
+    assert listed == {path.name for path in (APP_DIR / "pages").glob("*.py")} - {"__init__.py"}

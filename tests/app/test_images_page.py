@@ -9,7 +9,7 @@ import re
 import pytest
 
 from dagster_project.core.lake import connect
-from tests.app.conftest import DAYS, SYMBOL, app_test
+from tests.app.conftest import DAYS, SYMBOL, opened
 
 pytestmark = pytest.mark.slow
 
@@ -18,9 +18,7 @@ KNOWN_AT = re.compile(r"known at \*\*(\d{4}-\d\d-\d\d \d\d:\d\d) UTC\*\*")
 
 @pytest.fixture
 def page(app_env):
-    at = app_test("pages/images.py").run()
-    assert not at.exception, at.exception
-    return at
+    return opened("pages/images.py")
 
 
 def label_text(at) -> str:

@@ -8,16 +8,14 @@ import json
 import pyarrow as pa
 import pytest
 
-from tests.app.conftest import HONEST, LEAKY, SHUFFLED, app_test
+from tests.app.conftest import HONEST, LEAKY, SHUFFLED, opened
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def page(app_env):
-    at = app_test("pages/leaderboard.py").run()
-    assert not at.exception, at.exception
-    return at
+    return opened("pages/leaderboard.py")
 
 
 def board_cells(at) -> list[str]:

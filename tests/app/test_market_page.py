@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from dagster_project.core.lake import connect
-from tests.app.conftest import DAYS, HONEST, app_test
+from tests.app.conftest import DAYS, HONEST, opened
 
 pytestmark = pytest.mark.slow
 
@@ -19,9 +19,7 @@ MAX_BARS = 2000  # app/pages/market.py's cap
 
 @pytest.fixture
 def page(app_env):
-    at = app_test("pages/market.py").run()
-    assert not at.exception, at.exception
-    return at
+    return opened("pages/market.py")
 
 
 def chart_data(at) -> list[pl.DataFrame]:
@@ -129,23 +127,68 @@ def test_a_chosen_indicator_adds_its_values_from_the_lake(page, app_env):
     assert not any("indicator" in frame.columns for frame in chart_data(page))
 
 
-def test_the_prediction_panel_shows_the_cells_test_probabilities(page, app_env):
+def lake_predictions(lake, start, scorers) -> pl.DataFrame:
+    return lake_rows(
+        lake,
+        "select scorer, decision_time, probability from predictions where cell = ? and "
+        "split = 'test' and decision_time > ? and list_contains(?, scorer) "
+        "order by scorer, decision_time",
+        HONEST.key,
+        start,
+        scorers,
+    )
+
+
+def drawn_scorers(at) -> pl.DataFrame:
+    return dataset_with(at, "scorer").sort("scorer", "decision_time")
+
+
+def test_the_prediction_panel_shows_the_cells_model_by_default(page, app_env):
     assert page.selectbox(key="market_cell").value == HONEST.key
     caption = next(c.value for c in page.caption if c.value.startswith("Predictions:"))
     assert f"`{HONEST.key}`" in caption and "leakage control" not in caption
-    shown = dataset_with(page, "probability")
-    start = candles(page)["open_time"][0]
-    expected = lake_rows(
-        app_env,
-        "select scorer, decision_time, probability from predictions where cell = ? and "
-        "split = 'test' and decision_time > ? order by scorer, decision_time",
-        HONEST.key,
-        start,
-    )
+    assert page.multiselect(key="market_scorers").value == [HONEST.model]
+    shown = drawn_scorers(page)
+    expected = lake_predictions(app_env, candles(page)["open_time"][0], [HONEST.model])
     assert shown.height == expected.height > 0
-    assert set(shown["scorer"]) == set(expected["scorer"]) >= {"custom", "majority"}
+    assert set(shown["scorer"]) == {HONEST.model}
     assert shown["probability"].to_list() == pytest.approx(expected["probability"].to_list())
     assert shown["probability"].is_between(0, 1).all()
+
+
+def test_baselines_chosen_in_the_sidebar_join_the_panel(page, app_env):
+    chooser = page.multiselect(key="market_scorers")
+    assert {"majority", "persistence", "logistic_returns"} <= set(chooser.options)
+    chooser.select("majority").run()
+    assert not page.exception, page.exception
+    shown = drawn_scorers(page)
+    scorers = [HONEST.model, "majority"]
+    expected = lake_predictions(app_env, candles(page)["open_time"][0], scorers)
+    assert set(shown["scorer"]) == set(scorers)
+    assert shown["probability"].to_list() == pytest.approx(expected["probability"].to_list())
+
+
+def test_the_realised_up_rate_is_the_rolling_mean_of_the_test_labels(page, app_env):
+    realised = next(
+        frame
+        for frame in chart_data(page)
+        if set(frame.columns) == {"decision_time", "probability"}
+    )
+    bars = 60  # app/pages/market.py's REALISED_BARS
+    expected = lake_rows(
+        app_env,
+        "select decision_time, avg(label) over (order by decision_time rows between ? preceding "
+        "and current row) as rate, row_number() over (order by decision_time) as n "
+        "from predictions where cell = ? and scorer = ? and split = 'test' and decision_time > ? "
+        "qualify n >= ? order by decision_time",
+        bars - 1,
+        HONEST.key,
+        HONEST.model,
+        candles(page)["open_time"][0],
+        bars,
+    )
+    assert realised.height == expected.height > 0
+    assert realised["probability"].to_list() == pytest.approx(expected["rate"].to_list())
 
 
 def test_no_cell_leaves_out_the_prediction_panel(page):

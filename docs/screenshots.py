@@ -15,7 +15,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the browser driver lives with the test that shares it
 
-from tests.app.browser import browser_page, chromium_path, served_app, show_every_page  # noqa: E402
+from tests.app.browser import (  # noqa: E402
+    browser_page,
+    chromium_path,
+    open_leaderboard_row,
+    run_query,
+    served_app,
+    show_every_page,
+    take,
+)
+
+SQL_EXAMPLE = (
+    "select symbol, interval, count(*) as bars, min(open_time) as first_open, "
+    "max(open_time) as last_open from klines group by all order by all"
+)
 
 
 def main() -> None:
@@ -34,9 +47,18 @@ def main() -> None:
             served_app(args.lake.absolute(), dagster_home, log) as url,
             browser_page(chromium) as page,
         ):
-            for shown in show_every_page(page, url, args.out, prefix="explorer_"):
-                status = f"{len(shown.errors)} error box(es)" if shown.errors else "ok"
-                print(f"{shown.screenshot.relative_to(ROOT)}: {shown.title}, {status}")
+            shown = show_every_page(page, url, args.out, prefix="explorer_")
+            sql_page = next(s for s in shown if s.title == "SQL")  # again, with a query's answer
+            shown[shown.index(sql_page)] = run_query(
+                page, sql_page.url, SQL_EXAMPLE, sql_page.screenshot
+            )
+            open_leaderboard_row(page, url, row=0)  # the best cell's detail
+            page.get_by_role("heading", name="Learning curve").wait_for()
+            shown.append(take(page, "Cell detail", url, args.out / "explorer_cell_detail.png"))
+            for one in shown:
+                problems = len(one.errors) + len(one.alerts)
+                status = f"{problems} error box(es)" if problems else "ok"
+                print(f"{one.screenshot.relative_to(ROOT)}: {one.title}, {status}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,12 @@ def main() -> None:
     st.dataframe(
         table_health(catalog_mtime(), ui),
         hide_index=True,
-        column_config={"dagster": st.column_config.LinkColumn(display_text="open in Dagster")},
+        height="content",  # one row per table: a few dozen, all of them in view
+        column_config={
+            "first_day": st.column_config.DateColumn(format="YYYY-MM-DD"),
+            "last_day": st.column_config.DateColumn(format="YYYY-MM-DD"),
+            "dagster": st.column_config.LinkColumn(display_text="open in Dagster"),
+        },
     )
     st.subheader("Gaps")
     show_gaps()

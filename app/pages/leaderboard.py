@@ -3,6 +3,8 @@ controls apart with why, and one cell's detail (config, learning curve, calibrat
 
 from __future__ import annotations
 
+from functools import partial
+
 import altair as alt
 import numpy as np
 import polars as pl
@@ -15,6 +17,8 @@ ROW_LIMIT = 5000  # leaderboard and controls rows shown; one per cell
 PREDICTION_LIMIT = 200_000  # test rows of one cell for its curves
 CALIBRATION_BINS = 10
 THRESHOLD = 0.5  # the confusion matrix's decision threshold
+DIAGONAL = {"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]}  # a ROC curve's chance line
+DETAIL_KEY = "leaderboard_detail_cell"  # the cell detail's selectbox; a click in a table sets it
 # filter label → leaderboard column
 FILTERS = {
     "Symbol": "symbol",
@@ -79,7 +83,7 @@ def show_board(board: pl.DataFrame) -> None:
         return
     st.altair_chart(auroc_chart(board), width="stretch")
     show_flags(board)
-    st.dataframe(board.select(TABLE_COLUMNS), hide_index=True)
+    clickable_table(board.select(TABLE_COLUMNS), "leaderboard_table")
 
 
 def auroc_chart(board: pl.DataFrame) -> alt.LayerChart:
@@ -142,12 +146,32 @@ def show_controls(controls: pl.DataFrame) -> None:
     if controls.is_empty():
         st.info("No control cells in the lake.")
         return
-    st.dataframe(controls, hide_index=True)
+    clickable_table(controls, "controls_table")
+
+
+def clickable_table(rows: pl.DataFrame, key: str) -> None:
+    """``rows`` (one per cell) as a table whose row, when clicked, opens that cell's detail."""
+    st.dataframe(
+        rows,
+        hide_index=True,
+        key=key,
+        on_select=partial(open_detail, key, rows["cell"].to_list()),
+        selection_mode="single-row",
+    )
+
+
+def open_detail(table_key: str, cells: list[str]) -> None:
+    chosen = st.session_state[table_key].selection.rows
+    if chosen:
+        st.session_state[DETAIL_KEY] = cells[chosen[0]]
 
 
 def show_detail(cells: list[str]) -> None:
     st.header("Cell detail")
-    cell = st.selectbox("Cell", cells, index=None, placeholder="Choose a cell")
+    st.caption("Click a row of either table above, or choose a cell here.")
+    if st.session_state.get(DETAIL_KEY) not in cells:
+        st.session_state[DETAIL_KEY] = None  # filtered away
+    cell = st.selectbox("Cell", cells, index=None, placeholder="Choose a cell", key=DETAIL_KEY)
     if cell is None:
         return
     metrics = query("leaderboard_cell_metrics", cell=cell)
@@ -209,13 +233,15 @@ def show_prediction_plots(cell: str) -> None:
         st.subheader("Confusion matrix")
         st.altair_chart(confusion_chart(labels, scores), width="stretch")
         st.subheader("ROC curve")
-        st.altair_chart(curve_chart(roc_points(labels, scores), "fpr", "tpr"))
+        st.altair_chart(curve_chart(roc_points(labels, scores), "fpr", "tpr", chance=DIAGONAL))
     with right:
         st.subheader("Calibration")
         calibration = query("leaderboard_cell_calibration", cell=cell, bins=CALIBRATION_BINS)
         st.altair_chart(calibration_chart(calibration), width="stretch")
         st.subheader("Precision-recall curve")
-        st.altair_chart(curve_chart(pr_points(labels, scores), "recall", "precision"))
+        positive_rate = float(np.mean(labels == 1))
+        no_skill = {"recall": [0.0, 1.0], "precision": [positive_rate] * 2}
+        st.altair_chart(curve_chart(pr_points(labels, scores), "recall", "precision", no_skill))
 
 
 def confusion_chart(labels: np.ndarray, scores: np.ndarray) -> alt.LayerChart:
@@ -230,31 +256,33 @@ def confusion_chart(labels: np.ndarray, scores: np.ndarray) -> alt.LayerChart:
             ],
         }
     )
-    base = alt.Chart(counts).encode(x="predicted:N", y="actual:N")
+    base = alt.Chart(counts).encode(
+        x=alt.X("predicted:N", sort=["up", "down"], axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("actual:N", sort=["up", "down"]),
+    )
+    light_on_dark = alt.condition(
+        alt.datum.rows > max(counts["rows"].max(), 1) / 2, alt.value("white"), alt.value("black")
+    )
     return alt.layer(
         base.mark_rect().encode(color=alt.Color("rows:Q", legend=None)),
-        base.mark_text(fontSize=16).encode(text="rows:Q"),
-    )
+        base.mark_text(fontSize=16).encode(text="rows:Q", color=light_on_dark),
+    ).properties(height=200)
 
 
 def calibration_chart(calibration: pl.DataFrame) -> alt.LayerChart:
+    """Observed up-rate against mean P(up) per bin; a point's area is its bin's row count."""
     diagonal = (
         alt.Chart(pl.DataFrame({"p": [0.0, 1.0]}))
-        .mark_line(strokeDash=[4, 4])
+        .mark_line(strokeDash=[4, 4], color="grey")
         .encode(x="p:Q", y="p:Q")
     )
-    points = (
-        alt.Chart(calibration)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X(
-                "predicted:Q", title="mean predicted probability", scale=alt.Scale(domain=[0, 1])
-            ),
-            y=alt.Y("observed:Q", title="observed up rate", scale=alt.Scale(domain=[0, 1])),
-            tooltip=["bin", "predicted", "observed", "n_rows"],
-        )
+    base = alt.Chart(calibration).encode(
+        x=alt.X("predicted:Q", title="mean predicted probability", scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("observed:Q", title="observed up rate", scale=alt.Scale(domain=[0, 1])),
+        tooltip=["bin", "predicted", "observed", "n_rows"],
     )
-    return alt.layer(diagonal, points)
+    rows = alt.Size("n_rows:Q", title="rows in bin", legend=alt.Legend(orient="bottom"))
+    return alt.layer(diagonal, base.mark_line(), base.mark_circle().encode(size=rows))
 
 
 def roc_points(labels: np.ndarray, scores: np.ndarray) -> pl.DataFrame:
@@ -277,15 +305,14 @@ def cumulative_hits(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray,
     return np.cumsum(hits)[last_of_tie], np.cumsum(~hits)[last_of_tie]
 
 
-def curve_chart(points: pl.DataFrame, x: str, y: str) -> alt.Chart:
-    return (
-        alt.Chart(points)
-        .mark_line()
-        .encode(
-            x=alt.X(f"{x}:Q", scale=alt.Scale(domain=[0, 1])),
-            y=alt.Y(f"{y}:Q", scale=alt.Scale(domain=[0, 1])),
-        )
-    )
+def curve_chart(
+    points: pl.DataFrame, x: str, y: str, chance: dict[str, list[float]]
+) -> alt.LayerChart:
+    """A curve over [0, 1]², with what no skill scores (``chance``, the same columns) dashed."""
+    unit = alt.Scale(domain=[0, 1])
+    encoding = {"x": alt.X(f"{x}:Q", scale=unit), "y": alt.Y(f"{y}:Q", scale=unit)}
+    line = alt.Chart(pl.DataFrame(chance)).mark_line(strokeDash=[4, 4], color="grey")
+    return alt.layer(line.encode(**encoding), alt.Chart(points).mark_line().encode(**encoding))
 
 
 main()

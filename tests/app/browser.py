@@ -37,6 +37,9 @@ RUN_TIMEOUT_MS = 180_000  # a page's first run imports torch and the ml stack on
 VIEWPORT = {"width": 1400, "height": 900}
 MAX_SCREENSHOT_PX = 12_000
 ERROR_BOX = '[data-testid="stException"]'
+ALERT_BOX = '[data-testid="stAlertContentError"]'  # st.error: a refusal, a missing catalog
+TABLE = '[data-testid="stDataFrame"]'
+GRID_ROW_PX = 35  # the height of a row (and of the header) of Streamlit's table grid
 CHART_MARKS = ".vega-embed .marks"  # vega's canvas or svg (the actions menu has svgs of its own)
 
 
@@ -48,6 +51,8 @@ class Shown:
     url: str
     text: str  # the page's visible text (sidebar included)
     errors: tuple[str, ...]  # the text of every exception box
+    alerts: tuple[str, ...]  # the text of every st.error box
+    tables: int
     charts: int
     images: int
     screenshot: Path
@@ -141,6 +146,36 @@ def show_page(page, title: str, url: str, screenshot: Path) -> Shown:
     page.set_viewport_size(VIEWPORT)
     page.goto(url)
     page.get_by_role("heading", name=title).first.wait_for()
+    return take(page, title, url, screenshot)
+
+
+def run_query(page, sql_url: str, sql: str, screenshot: Path) -> Shown:
+    """Type ``sql`` into the SQL page at ``sql_url``, press Run and take what it shows."""
+    page.set_viewport_size(VIEWPORT)
+    page.goto(sql_url)
+    page.get_by_role("heading", name="SQL").first.wait_for()
+    wait_settled(page)
+    page.get_by_label("Query").fill(sql)
+    page.get_by_role("button", name="Run").click()
+    page.locator(f"{TABLE}, {ALERT_BOX}").first.wait_for()
+    return take(page, "SQL", sql_url, screenshot)
+
+
+def open_leaderboard_row(page, base_url: str, row: int) -> None:
+    """Open the Leaderboard and click row ``row`` of its table (the grid is a canvas: the click
+    lands on the row's selection box, one header and ``row`` rows below the table's top)."""
+    page.set_viewport_size(VIEWPORT)
+    page.goto(base_url)
+    page.get_by_role("heading", name="Leaderboard").first.wait_for()
+    wait_settled(page)
+    table = page.locator(TABLE).first
+    table.scroll_into_view_if_needed()
+    box = table.bounding_box()
+    page.mouse.click(box["x"] + GRID_ROW_PX / 2, box["y"] + GRID_ROW_PX * (row + 1.5))
+
+
+def take(page, title: str, url: str, screenshot: Path) -> Shown:
+    """What ``page`` shows once settled, with a full-page screenshot saved to ``screenshot``."""
     wait_settled(page)
     height = page.evaluate(
         'Math.max(...[...document.querySelectorAll(\'[data-testid="stMain"], '
@@ -150,16 +185,21 @@ def show_page(page, title: str, url: str, screenshot: Path) -> Shown:
     page.set_viewport_size({**VIEWPORT, "height": min(int(height) + 80, MAX_SCREENSHOT_PX)})
     wait_settled(page)
     page.screenshot(path=str(screenshot), full_page=True)
-    boxes = page.locator(ERROR_BOX)
     return Shown(
         title=title,
         url=url,
         text=page.locator("body").inner_text(),
-        errors=tuple(boxes.nth(i).inner_text() for i in range(boxes.count())),
+        errors=texts(page.locator(ERROR_BOX)),
+        alerts=texts(page.locator(ALERT_BOX)),
+        tables=page.locator(TABLE).count(),
         charts=page.locator(".vega-embed").count(),
         images=page.locator('[data-testid="stImage"] img').count(),
         screenshot=screenshot,
     )
+
+
+def texts(boxes) -> tuple[str, ...]:
+    return tuple(boxes.nth(i).inner_text() for i in range(boxes.count()))
 
 
 def wait_settled(page) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
+from dagster_project.core.lake import connect
 from tests.app.conftest import HONEST, LEAKY, SHUFFLED, opened
 
 pytestmark = pytest.mark.slow
@@ -84,3 +86,45 @@ def test_a_controls_detail_opens_too(page):
     page.selectbox[0].select(LEAKY.key).run()
     assert not page.exception and not page.error
     assert page.subheader[0].value == f"Configuration of {LEAKY.key}"
+
+
+def detail_frames(at) -> list[dict[str, list]]:
+    """Every dataset of every chart on the page, as columns."""
+    return [
+        pa.ipc.open_stream(dataset.data.data).read_all().to_pydict()
+        for chart in at.get("vega_lite_chart")
+        for dataset in chart.proto.datasets
+    ]
+
+
+def frame_with(at, *columns: str) -> dict[str, list]:
+    """The longest chart dataset that has ``columns`` (not a two-point chance line)."""
+    return max(
+        (f for f in detail_frames(at) if set(columns) <= set(f)), key=lambda f: len(f[columns[0]])
+    )
+
+
+def test_the_detail_curves_and_counts_agree_with_the_lake(page, app_env):
+    page.selectbox[0].select(HONEST.key).run()
+    con = connect(app_env.catalog_path, read_only=True)
+    try:
+        stored_auroc = con.execute(
+            "select auroc from metrics where cell = ? and scorer = ? and split = 'test' "
+            "and block is null",
+            [HONEST.key, HONEST.model],
+        ).fetchone()[0]
+        counts = dict(
+            con.execute(
+                "select (label = 1)::int * 2 + (probability >= 0.5)::int, count(*) "
+                "from predictions where cell = ? and scorer = ? and split = 'test' group by all",
+                [HONEST.key, HONEST.model],
+            ).fetchall()
+        )
+    finally:
+        con.close()
+    roc = frame_with(page, "fpr", "tpr")
+    assert np.trapezoid(roc["tpr"], roc["fpr"]) == pytest.approx(stored_auroc, abs=1e-9)
+    shown = frame_with(page, "actual", "predicted", "rows")
+    cells = zip(shown["actual"], shown["predicted"], shown["rows"], strict=True)
+    drawn = {(actual == "up") * 2 + (predicted == "up"): n for actual, predicted, n in cells}
+    assert drawn == {key: counts.get(key, 0) for key in range(4)}

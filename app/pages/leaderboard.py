@@ -11,6 +11,7 @@ import polars as pl
 import streamlit as st
 
 from app.data import lake, query, require_catalog
+from ml.splits import label_horizon_bars
 from ml.train import CARD, CheckpointError, checkpoint_dir, read_card
 
 ROW_LIMIT = 5000  # leaderboard and controls rows shown; one per cell
@@ -28,6 +29,7 @@ FILTERS = {
     "Model": "model",
     "Protocol": "protocol",
     "Label": "label",
+    "Horizon (bars)": "label_horizon_bars",
 }
 # scorer shown beside the model → the leaderboard's column prefix of its AUROC and CI
 COMPARED = {
@@ -51,8 +53,8 @@ DETAIL_COLUMNS = (
 def main() -> None:
     st.title("Leaderboard")
     require_catalog()
-    board = query("leaderboard_board", limit=ROW_LIMIT)
-    controls = query("leaderboard_controls", limit=ROW_LIMIT)
+    board = with_label_horizon(query("leaderboard_board", limit=ROW_LIMIT))
+    controls = with_label_horizon(query("leaderboard_controls", limit=ROW_LIMIT))
     chosen = filter_choices(
         pl.concat([board.select(FILTERS.values()), controls.select(FILTERS.values())])
     )
@@ -60,6 +62,13 @@ def main() -> None:
     show_board(board)
     show_controls(controls)
     show_detail(board["cell"].to_list() + controls["cell"].to_list())
+
+
+def with_label_horizon(cells: pl.DataFrame) -> pl.DataFrame:
+    """``cells`` with the bars each one's label looks ahead (0 for a leaky control's label), as
+    training defines it (the folds' ``horizon_bars`` is the calendar's longest, not the label's)."""
+    horizon = pl.col("label").map_elements(label_horizon_bars, return_dtype=pl.Int64)
+    return cells.with_columns(horizon.alias("label_horizon_bars"))
 
 
 def filter_choices(cells: pl.DataFrame) -> pl.Expr:

@@ -63,6 +63,20 @@ def test_a_filter_changes_the_rows_shown(page):
     assert sorted(page.dataframe[1].value["cell"]) == [SHUFFLED.key]
 
 
+def test_the_horizon_filter_is_the_labels_look_ahead(page):
+    horizon = filter_by(page, "Horizon (bars)")
+    assert horizon.options == [
+        "0",
+        "1",
+    ]  # (as shown) leaky_last_candle_up looks 0 bars ahead, next_up_1 one
+    horizon.select(0).run()
+    assert not page.exception
+    assert [i.value for i in page.info] == ["No leaderboard rows match the filters."]
+    assert list(page.dataframe[0].value["cell"]) == [LEAKY.key]
+    filter_by(page, "Horizon (bars)").set_value([1]).run()
+    assert board_cells(page) == [HONEST.key]
+
+
 def test_suspicious_flags_or_their_absence_are_stated(page):
     assert [s.value for s in page.success] == ["No suspicious scores among these cells."]
 

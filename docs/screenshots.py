@@ -58,7 +58,7 @@ def main() -> None:
             for one in shown:
                 problems = len(one.errors) + len(one.alerts)
                 status = f"{problems} error box(es)" if problems else "ok"
-                print(f"{one.screenshot.relative_to(ROOT)}: {one.title}, {status}")
+                print(f"{one.screenshot}: {one.title}, {status}")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ def main() -> None:
     if series.is_empty():
         st.info("The lake has no curated klines yet.")
         return
-    symbol, interval, first_day, last_day = pick_series(series)
+    symbol, interval, available = pick_series(series)
+    cell = pick_cell(symbol, interval)
+    first_day, last_day = pick_days(available, cell)
     candles = query(
         "market_candles",
         symbol=symbol,
@@ -57,7 +59,7 @@ def main() -> None:
     span = Span.of(symbol, interval, (first_day, last_day), candles)
     gaps = chart_gaps(span)
     indicators = chart_indicators(span, pick_indicators())
-    predictions = chart_predictions(span, pick_cell(symbol, interval))
+    predictions = chart_predictions(span, cell)
     panels = [price_panel(candles, gaps, indicators, span)]
     panels += [panel for panel in (other_indicator_panel(indicators, span),) if panel]
     if predictions is not None:
@@ -97,20 +99,30 @@ class Span:
         return alt.Scale(domain=[self.start.isoformat(), self.end.isoformat()])
 
 
-def pick_series(series: pl.DataFrame) -> tuple[str, str, dt.date, dt.date]:
+def pick_series(series: pl.DataFrame) -> tuple[str, str, tuple[dt.date, dt.date]]:
+    """The chosen symbol and interval, and the first and last day the lake has of them."""
     symbols = series["symbol"].unique(maintain_order=True).to_list()
     symbol = st.sidebar.selectbox("Symbol", symbols, key="market_symbol")
     rows = series.filter(pl.col("symbol") == symbol)
     intervals = sorted(rows["interval"].to_list(), key=interval_order)
     interval = st.sidebar.selectbox("Interval", intervals, key="market_interval")
     row = rows.filter(pl.col("interval") == interval).row(0, named=True)
-    first, last = row["first_day"], row["last_day"]
-    default = (max(first, last - dt.timedelta(days=1)), last)
+    return symbol, interval, (row["first_day"], row["last_day"])
+
+
+def pick_days(available: tuple[dt.date, dt.date], cell: dict | None) -> tuple[dt.date, dt.date]:
+    """The days to chart; by default the last two days of the chosen cell's test rows (so its
+    predictions are in view), else the series' last two days."""
+    first, last = available
+    anchor = last
+    if cell is not None:
+        test_last_day = (cell["test_end"] - dt.timedelta(microseconds=1)).date()
+        anchor = min(max(test_last_day, first), last)
+    default = (max(first, anchor - dt.timedelta(days=1)), anchor)
     chosen = st.sidebar.date_input(
         "Days (UTC)", value=default, min_value=first, max_value=last, key="market_days"
     )
-    start, end = (chosen[0], chosen[-1]) if chosen else default  # mid-selection: one end only
-    return symbol, interval, start, end
+    return (chosen[0], chosen[-1]) if chosen else default  # mid-selection: one end only
 
 
 def interval_order(interval: str) -> int:
@@ -184,7 +196,10 @@ def chart_predictions(span: Span, cell: dict | None) -> pl.DataFrame | None:
         "which a calibrated P(up) should follow."
     )
     if predictions.is_empty():
-        st.info("None of this cell's test rows fall in the charted span.")
+        st.info(
+            f"None of this cell's test rows fall in the charted days: choose days from "
+            f"{cell['test_start']:%Y-%m-%d} to {cell['test_end']:%Y-%m-%d} to see its predictions."
+        )
         return None
     return predictions
 

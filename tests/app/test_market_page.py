@@ -55,11 +55,28 @@ def lake_rows(lake, sql: str, *params) -> pl.DataFrame:
         con.close()
 
 
-def test_the_default_chart_holds_the_last_max_bars_candles_of_both_days(page, app_env):
-    assert not page.error
+def both_days(at):
+    at.date_input(key="market_days").set_value(DAYS).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_default_days_are_the_last_of_the_cells_test_rows(page, app_env):
     assert page.selectbox(key="market_interval").value == "1m"
-    assert page.date_input(key="market_days").value == DAYS
-    bars = candles(page)
+    assert page.selectbox(key="market_cell").value == HONEST.key
+    test_end = lake_rows(
+        app_env, "select max(test_end) as t from metrics where cell = ?", HONEST.key
+    )["t"][0]
+    last_test_day = (test_end - dt.timedelta(microseconds=1)).date()
+    assert DAYS[0] <= last_test_day <= DAYS[1]
+    expected = (max(DAYS[0], last_test_day - dt.timedelta(days=1)), last_test_day)
+    assert page.date_input(key="market_days").value == expected
+    assert dataset_with(page, "scorer").height > 0  # its predictions are in view
+
+
+def test_two_days_chart_their_last_max_bars_candles(page, app_env):
+    assert page.selectbox(key="market_interval").value == "1m"
+    bars = candles(both_days(page))
     assert bars.height == MAX_BARS
     assert bars["bars_in_range"][0] == 2 * 24 * 60
     assert bars["open_time"].is_sorted() and bars["open_time"].n_unique() == MAX_BARS
@@ -76,7 +93,7 @@ def test_the_default_chart_holds_the_last_max_bars_candles_of_both_days(page, ap
 
 
 def test_a_coarser_interval_charts_every_candle_of_the_days(page):
-    page.selectbox(key="market_interval").select("1h").run()
+    both_days(page).selectbox(key="market_interval").select("1h").run()
     assert not page.exception, page.exception
     bars = candles(page)
     assert bars.height == 48
@@ -113,15 +130,17 @@ def test_a_chosen_indicator_adds_its_values_from_the_lake(page, app_env):
     assert set(shown["indicator"]) == {"sma_20", other}
     mine = shown.filter(pl.col("indicator") == other).sort("decision_time")
     bars = candles(page)
-    start = bars["open_time"][0]
+    start, end = bars["open_time"][0], bars["close_time"][-1] + dt.timedelta(milliseconds=1)
     expected = lake_rows(
         app_env,
         f"select decision_time, {other} as value from indicators where symbol = ? and "
-        f"interval = '1m' and decision_time > ? and {other} is not null order by decision_time",
+        f"interval = '1m' and decision_time > ? and decision_time <= ? and {other} is not null "
+        "order by decision_time",
         HONEST.symbol,
         start,
+        end,
     )
-    assert mine.height == expected.height > MAX_BARS - 50
+    assert mine.height == expected.height > bars.height // 2
     assert mine["value"].to_list() == pytest.approx(expected["value"].to_list())
     chooser.set_value([]).run()
     assert not any("indicator" in frame.columns for frame in chart_data(page))

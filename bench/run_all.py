@@ -25,6 +25,7 @@ BENCHMARKS = (
     "bench_images.py",
     "bench_main_job.py",
     "bench_backfill.py",
+    "bench_explorer.py",
 )
 
 

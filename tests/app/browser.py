@@ -20,6 +20,7 @@ from dagster_project.core.lake import LAKE_ENV_VAR
 
 ROOT = Path(__file__).resolve().parents[2]
 STREAMLIT = Path(sys.executable).with_name("streamlit")
+APP_MAIN = ROOT / "app" / "main.py"
 CHROMIUM_ENV_VAR = "CHROMIUM"
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -71,13 +72,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def served_app(lake: Path, dagster_home: Path, log: Path) -> Iterator[str]:
-    """``streamlit run app/main.py`` over ``lake`` on a free local port; yields its base URL and
-    always stops the server (its output goes to ``log``)."""
+def served_app(lake: Path, dagster_home: Path, log: Path, script: Path = APP_MAIN) -> Iterator[str]:
+    """``streamlit run <script>`` (the explorer) over ``lake`` on a free local port; yields its
+    base URL and always stops the server (its output goes to ``log``)."""
     port = free_port()
     env = {**os.environ, LAKE_ENV_VAR: str(lake), "DAGSTER_HOME": str(dagster_home)}
     command = [
-        str(STREAMLIT), "run", str(ROOT / "app" / "main.py"),
+        str(STREAMLIT), "run", str(script),
         "--server.address", "127.0.0.1", "--server.port", str(port),
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
     ]  # fmt: skip
@@ -202,7 +203,7 @@ def texts(boxes) -> tuple[str, ...]:
     return tuple(boxes.nth(i).inner_text() for i in range(boxes.count()))
 
 
-def wait_settled(page) -> None:
+def wait_settled(page, layout_pause_ms: int = 500) -> None:
     """Wait until the script run is over, no spinner is left, every vega chart has drawn its
     marks and every image has loaded."""
     page.locator('[data-test-script-state="notRunning"]').wait_for(state="attached")
@@ -213,4 +214,4 @@ def wait_settled(page) -> None:
         "[...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
         ".every(img => img.complete && img.naturalWidth > 0)"
     )
-    page.wait_for_timeout(500)  # let vega finish its layout pass before a screenshot
+    page.wait_for_timeout(layout_pause_ms)  # let vega finish its layout before a screenshot

@@ -4,12 +4,16 @@ the controls apart with why, and one cell's detail."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pytest
 
-from dagster_project.core.lake import connect
+from dagster_project.assets.catalog import CATALOG_VIEWS
+from dagster_project.core.lake import LAKE_ENV_VAR, Lake, build_catalog, connect
+from ml.results import CELL_KEY, METRICS_TABLE, RESULTS_LAYER
 from tests.app.conftest import HONEST, LEAKY, SHUFFLED, opened
 
 pytestmark = pytest.mark.slow
@@ -75,6 +79,38 @@ def test_the_horizon_filter_is_the_labels_look_ahead(page):
     assert list(page.dataframe[0].value["cell"]) == [LEAKY.key]
     filter_by(page, "Horizon (bars)").set_value([1]).run()
     assert board_cells(page) == [HONEST.key]
+
+
+REASON = "beats every baseline by more than its CI: injected by the test"
+
+
+@pytest.fixture
+def flagged_lake(app_lake, tmp_path, monkeypatch) -> Lake:
+    """A copy of the test lake whose honest cell's pooled test score is flagged suspicious."""
+    lake = Lake(shutil.copytree(app_lake.root, tmp_path / "lake"))
+    keys = {CELL_KEY: HONEST.key}
+    metrics = lake.read_partition(RESULTS_LAYER, METRICS_TABLE, keys)
+    pooled = (pl.col("role") == "model") & (pl.col("split") == "test") & pl.col("block").is_null()
+    lake.write_partition(
+        RESULTS_LAYER,
+        METRICS_TABLE,
+        keys,
+        metrics.with_columns(
+            suspicious=pooled | pl.col("suspicious"),
+            suspicious_reason=pl.when(pooled).then(pl.lit(REASON)).otherwise("suspicious_reason"),
+        ),
+    )
+    build_catalog(lake, CATALOG_VIEWS)
+    monkeypatch.setenv(LAKE_ENV_VAR, str(lake.root))
+    return lake
+
+
+def test_a_suspicious_cell_is_shown_with_its_reason(flagged_lake):
+    page = opened("pages/leaderboard.py")
+    assert [w.value for w in page.warning] == [f"Suspicious: {HONEST.key}: {REASON}"]
+    assert not page.success
+    board = page.dataframe[0].value
+    assert list(board["suspicious"]) == [True] and list(board["suspicious_reason"]) == [REASON]
 
 
 def test_suspicious_flags_or_their_absence_are_stated(page):

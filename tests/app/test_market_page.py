@@ -9,7 +9,11 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from dagster_project.core.lake import connect
+from dagster_project.assets.catalog import CATALOG_VIEWS
+from dagster_project.core.lake import LAKE_ENV_VAR, Lake, build_catalog, connect
+from dagster_project.ingest.landing import land_day
+from dagster_project.ingest.sources import SourceSettings, make_source
+from dagster_project.transform.curate import curate_day
 from tests.app.conftest import DAYS, HONEST, opened
 
 pytestmark = pytest.mark.slow
@@ -214,3 +218,38 @@ def test_no_cell_leaves_out_the_prediction_panel(page):
     page.selectbox(key="market_cell").select("(none)").run()
     assert not page.exception, page.exception
     assert not any("probability" in frame.columns for frame in chart_data(page))
+
+
+GAP_START = dt.datetime(2024, 3, 1, 10, 0, tzinfo=dt.UTC)
+GAP_BARS = 10
+
+
+@pytest.fixture
+def gapped_lake(tmp_path, monkeypatch) -> Lake:
+    """One simulated day of BTCUSDT 1m with 10 candles from 10:00 missing at the source,
+    curated (which records the gap) and catalogued."""
+    lake = Lake(tmp_path / "lake")
+    source = make_source(SourceSettings(kind="simulator"), lake.root)
+    day = DAYS[0]
+    land_day(lake, source, HONEST.symbol, "1m", day)
+    (keys,) = lake.partitions("raw", "klines")
+    raw = lake.read_partition("raw", "klines", keys)
+    gap_end = GAP_START + dt.timedelta(minutes=GAP_BARS)
+    missing = pl.col("open_time").is_between(GAP_START, gap_end, closed="left")
+    lake.write_partition("raw", "klines", keys, raw.filter(~missing))
+    curate_day(lake, HONEST.symbol, day)
+    build_catalog(lake, CATALOG_VIEWS)
+    monkeypatch.setenv(LAKE_ENV_VAR, str(lake.root))
+    return lake
+
+
+def test_a_recorded_gap_is_shaded_and_never_filled(gapped_lake):
+    at = opened("pages/market.py")
+    assert any(f"1 gap(s), {GAP_BARS} missing candle(s)" in c.value for c in at.caption)
+    gaps = dataset_with(at, "gap_start")
+    assert gaps["missing_bars"].to_list() == [GAP_BARS]
+    assert gaps["gap_start"][0] == GAP_START
+    assert gaps["gap_end"][0] == GAP_START + dt.timedelta(minutes=GAP_BARS)  # exclusive
+    bars = candles(at)
+    assert bars.height == 24 * 60 - GAP_BARS
+    assert not bars["open_time"].is_between(GAP_START, gaps["gap_end"][0], closed="left").any()

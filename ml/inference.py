@@ -36,12 +36,12 @@ import polars as pl
 from dagster_project.core.errors import InvalidRequestError
 from dagster_project.core.lake import Lake, connect
 from dagster_project.transform.curate import curated_file
+from ml.cards import CARD, MODELS_LAYER, CheckpointError, checkpoint_dir, read_card
 from ml.export import UP, OnnxModel
 from ml.image_cache import has_windows, renderer_version
 from ml.protocols import LEAKY_LABELS
 from ml.rendering import STYLES, Style, WindowBatch, render
 from ml.results import CELL_KEY, METRICS_TABLE, RESULTS_LAYER, read_metrics
-from ml.train import CARD, MODELS_LAYER, CheckpointError, checkpoint_dir, read_card
 from ml.window_data import WindowPartition, load_windows
 
 log = logging.getLogger(__name__)

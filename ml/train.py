@@ -27,7 +27,6 @@ import hashlib
 import io
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from dagster_project.core.errors import CandlelakeError, InvalidRequestError
 from dagster_project.core.lake import Lake, sweep_stale_temps, write_bytes_atomically
 from dagster_project.transform.labels import LABEL_SPECS
 from dagster_project.transform.windows import DATASETS
+from ml.cards import CARD, CARD_FORMAT, CheckpointError, checkpoint_dir, read_card
 from ml.evaluate import EvaluationError
 from ml.image_cache import renderer_version, style_key
 from ml.image_dataset import ImageSample, LakeImageDataset, image_loader
@@ -55,10 +55,6 @@ TIMING_FIELDS = ("seconds", "samples_per_s")  # the only EpochRecord fields that
 
 class TrainingError(CandlelakeError):
     """Training cannot go on: no samples, a label that is not binary, a non-finite loss."""
-
-
-class CheckpointError(CandlelakeError):
-    """A checkpoint that is missing, damaged or not one candlelake wrote."""
 
 
 @dataclass(frozen=True)
@@ -518,11 +514,7 @@ def deterministic(seed: int, device: torch.device) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------
 # Provenance and checkpoints
 
-MODELS_LAYER = "models"
-CARD = "card.json"
-CARD_FORMAT = 1
 WEIGHTS_PREFIX = "weights-"
-_CHECKPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -641,37 +633,6 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except Exception as exc:  # torch raises several types for an unreadable archive
         raise CheckpointError(f"checkpoint {weights_path} cannot be read by torch: {exc}") from exc
     return Checkpoint(run_dir, card["model"], state, card)
-
-
-def read_card(card_path: Path) -> dict[str, object]:
-    try:
-        card = json.loads(card_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(
-            f"no checkpoint at {card_path.parent}: {card_path.name} is missing"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"checkpoint card {card_path} is not valid JSON: {exc}") from exc
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
-        found = card.get("format") if isinstance(card, dict) else type(card).__name__
-        raise CheckpointError(
-            f"checkpoint card {card_path} has format {found!r}; expected {CARD_FORMAT}"
-        )
-    missing = [key for key in ("model", "weights") if key not in card]
-    if missing or not {"file", "sha256"} <= set(card["weights"]):
-        lacking = missing or "weights.file and weights.sha256"
-        raise CheckpointError(f"checkpoint card {card_path} lacks {lacking}")
-    return card
-
-
-def checkpoint_dir(lake: Lake, model_name: str, run: str) -> Path:
-    for what, name in (("model name", model_name), ("run", run)):
-        if not isinstance(name, str) or not _CHECKPOINT_NAME.match(name):
-            raise InvalidRequestError(
-                f"bad checkpoint {what} {name!r}; expected 1-128 of letters, digits, _ . = -, "
-                "not starting with . or -"
-            )
-    return lake.root / MODELS_LAYER / model_name / run
 
 
 def state_bytes(model: nn.Module) -> bytes:

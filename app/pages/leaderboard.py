@@ -11,8 +11,8 @@ import polars as pl
 import streamlit as st
 
 from app.data import lake, query, require_catalog
+from ml.cards import CARD, CheckpointError, checkpoint_dir, read_card
 from ml.splits import label_horizon_bars
-from ml.train import CARD, CheckpointError, checkpoint_dir, read_card
 
 ROW_LIMIT = 5000  # leaderboard and controls rows shown; one per cell
 PREDICTION_LIMIT = 200_000  # test rows of one cell for its curves

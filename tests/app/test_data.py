@@ -3,7 +3,10 @@ mtime, the views' columns, and the page-stopping message when the catalog is mis
 
 from __future__ import annotations
 
+import ast
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -74,3 +77,39 @@ def test_the_app_opens_on_the_leaderboard_and_lists_every_page_module(app_env):
     assert at.title[0].value == "Leaderboard"  # the first page is the default
     listed = {name for name, _title, _icon in PAGES}
     assert listed == {path.name for path in (APP_DIR / "pages").glob("*.py")} - {"__init__.py"}
+
+
+def test_the_pages_start_without_torch():
+    """Every module the explorer imports, imported in a fresh interpreter, leaves torch out (the
+    first page a user opens would wait seconds for it)."""
+    sources = [*(APP_DIR / "pages").glob("*.py"), *APP_DIR.glob("*.py")]
+    modules = sorted(
+        {
+            name
+            for source in sources
+            for node in ast.walk(ast.parse(source.read_text()))
+            for name in imported_modules(node)
+            if name != "__future__"
+        }
+    )
+    probe = (
+        f"import sys; import {', '.join(modules)}; "
+        "print([m for m in sys.modules if m.split('.')[0] == 'torch'])"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=APP_DIR.parent,
+    ).stdout.strip()
+    assert "ml.cards" in modules and "streamlit" in modules
+    assert found == "[]", found
+
+
+def imported_modules(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+        return [node.module]
+    return []

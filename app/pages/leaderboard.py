@@ -39,8 +39,8 @@ COMPARED = {
     "shuffled control": "shuffled",
 }
 TABLE_COLUMNS = (
-    "cell", "rank", "auroc", "auroc_low", "auroc_high", "best_baseline", "best_baseline_auroc",
-    "beats_baselines", "shuffled_auroc", "train_auroc", "accuracy", "n_rows", "suspicious",
+    "cell", "rank", "verdict", "auroc", "auroc_low", "auroc_high", "best_baseline",
+    "best_baseline_auroc", "shuffled_auroc", "train_auroc", "accuracy", "n_rows", "suspicious",
     "suspicious_reason",
 )  # fmt: skip
 

@@ -13,6 +13,7 @@ import pytest
 from app import data
 from app.main import PAGES
 from dagster_project.core.errors import InvalidRequestError
+from dagster_project.core.lake import connect
 from dagster_project.core.sql import run_sql
 from tests.app.conftest import APP_DIR, HONEST, app_test
 
@@ -113,3 +114,27 @@ def imported_modules(node: ast.AST) -> list[str]:
     if isinstance(node, ast.ImportFrom) and node.module and not node.level:
         return [node.module]
     return []
+
+
+@pytest.mark.parametrize(
+    ("auroc", "low", "high", "verdict"),
+    [
+        (0.56, 0.53, 0.59, "above the best baseline (look closer)"),
+        (0.52, 0.49, 0.55, "within noise of the best baseline"),
+        (0.50, 0.47, 0.53, "within noise of the best baseline"),
+        (0.46, 0.43, 0.49, "below the best baseline"),
+        (float("nan"), None, None, "no CI"),
+    ],
+)
+def test_the_leaderboard_verdict_reads_the_ci_not_the_point(auroc, low, high, verdict):
+    con = connect()
+    try:
+        con.execute(
+            "create table leaderboard as select ?::double as auroc, ?::double as auroc_low, "
+            "?::double as auroc_high, 0.51::double as best_baseline_auroc",
+            [auroc, low, high],
+        )
+        (row,) = run_sql(con, "app/leaderboard_board", {"limit": 10}).pl().rows(named=True)
+    finally:
+        con.close()
+    assert row["verdict"] == verdict

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import streamlit as st
 
+from app.charts import tooltips
 from app.data import lake, query, require_catalog
 from ml.cards import CARD, CheckpointError, checkpoint_dir, read_card
 from ml.splits import label_horizon_bars
@@ -100,20 +101,24 @@ def auroc_chart(board: pl.DataFrame) -> alt.LayerChart:
     scores = scores_long(board)
     base = alt.Chart(scores).encode(
         y=alt.Y("cell:N", title=None, axis=alt.Axis(labelLimit=0)),  # keys are long; show whole
-        yOffset="scorer:N",
+        yOffset=alt.YOffset("scorer:N"),
         color=alt.Color(
             "scorer:N",
             scale=alt.Scale(scheme="tableau10"),
             legend=alt.Legend(orient="top", title=None),
         ),
-        tooltip=["cell", "scorer", "auroc", "auroc_low", "auroc_high"],
+        tooltip=tooltips("cell:N", "scorer:N", "auroc:Q", "auroc_low:Q", "auroc_high:Q"),
     )
-    rules = base.mark_rule().encode(x=alt.X("auroc_low:Q", title="test AUROC"), x2="auroc_high")
+    rules = base.mark_rule().encode(
+        x=alt.X("auroc_low:Q", title="test AUROC"), x2=alt.X2("auroc_high")
+    )
     points = base.mark_point(filled=True, size=60).encode(
         x=alt.X("auroc:Q", scale=alt.Scale(zero=False))
     )
     chance = (
-        alt.Chart(pl.DataFrame({"auroc": [0.5]})).mark_rule(strokeDash=[4, 4]).encode(x="auroc:Q")
+        alt.Chart(pl.DataFrame({"auroc": [0.5]}))
+        .mark_rule(strokeDash=[4, 4])
+        .encode(x=alt.X("auroc:Q"))
     )
     return alt.layer(rules, points, chance)
 
@@ -225,7 +230,11 @@ def show_learning_curve(card: dict[str, object] | None) -> None:
     chart = (
         alt.Chart(history)
         .mark_line(point=True)
-        .encode(x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)), y="value:Q", color="loss:N")
+        .encode(
+            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y("value:Q"),
+            color=alt.Color("loss:N"),
+        )
     )
     st.altair_chart(chart, width="stretch")
 
@@ -274,7 +283,7 @@ def confusion_chart(labels: np.ndarray, scores: np.ndarray) -> alt.LayerChart:
     )
     return alt.layer(
         base.mark_rect().encode(color=alt.Color("rows:Q", legend=None)),
-        base.mark_text(fontSize=16).encode(text="rows:Q", color=light_on_dark),
+        base.mark_text(fontSize=16).encode(text=alt.Text("rows:Q"), color=light_on_dark),
     ).properties(height=200)
 
 
@@ -283,12 +292,12 @@ def calibration_chart(calibration: pl.DataFrame) -> alt.LayerChart:
     diagonal = (
         alt.Chart(pl.DataFrame({"p": [0.0, 1.0]}))
         .mark_line(strokeDash=[4, 4], color="grey")
-        .encode(x="p:Q", y="p:Q")
+        .encode(x=alt.X("p:Q"), y=alt.Y("p:Q"))
     )
     base = alt.Chart(calibration).encode(
         x=alt.X("predicted:Q", title="mean predicted probability", scale=alt.Scale(domain=[0, 1])),
         y=alt.Y("observed:Q", title="observed up rate", scale=alt.Scale(domain=[0, 1])),
-        tooltip=["bin", "predicted", "observed", "n_rows"],
+        tooltip=tooltips("bin:Q", "predicted:Q", "observed:Q", "n_rows:Q"),
     )
     rows = alt.Size("n_rows:Q", title="rows in bin", legend=alt.Legend(orient="bottom"))
     return alt.layer(diagonal, base.mark_line(), base.mark_circle().encode(size=rows))

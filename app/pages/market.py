@@ -14,6 +14,7 @@ import altair as alt
 import polars as pl
 import streamlit as st
 
+from app.charts import tooltips
 from app.data import query, require_catalog, view_columns
 from dagster_project.core.klines import CURATED_INTERVALS
 from ml.rendering import DOWN, UP
@@ -224,12 +225,14 @@ def price_panel(
             scale=alt.Scale(domain=["up", "down"], range=[hex_colour(UP), hex_colour(DOWN)]),
             legend=None,
         ),
-        tooltip=["open_time:T", "open:Q", "high:Q", "low:Q", "close:Q", "volume:Q"],
+        tooltip=tooltips("open_time:T", "open:Q", "high:Q", "low:Q", "close:Q", "volume:Q"),
     )
     wicks = base.mark_rule().encode(
-        x="mid_time:T", y=alt.Y("low:Q", title="price", scale=alt.Scale(zero=False)), y2="high:Q"
+        x=alt.X("mid_time:T"),
+        y=alt.Y("low:Q", title="price", scale=alt.Scale(zero=False)),
+        y2=alt.Y2("high"),
     )
-    bodies = base.mark_bar().encode(x2="close_time:T", y="open:Q", y2="close:Q")
+    bodies = base.mark_bar().encode(x2=alt.X2("close_time"), y=alt.Y("open:Q"), y2=alt.Y2("close"))
     layers = [wicks, bodies.add_params(alt.selection_interval(bind="scales", encodings=["x"]))]
     if gaps.height:
         layers.insert(0, gap_layer(gaps))
@@ -244,7 +247,11 @@ def gap_layer(gaps: pl.DataFrame) -> alt.Chart:
     return (
         alt.Chart(gaps)
         .mark_rect(color="grey", opacity=0.25)
-        .encode(x="gap_start:T", x2="gap_end:T", tooltip=["gap_start:T", "missing_bars:Q"])
+        .encode(
+            x=alt.X("gap_start:T"),
+            x2=alt.X2("gap_end"),
+            tooltip=tooltips("gap_start:T", "missing_bars:Q"),
+        )
     )
 
 
@@ -260,7 +267,7 @@ def indicator_lines(indicators: pl.DataFrame, span: Span) -> alt.Chart:
             x=alt.X("decision_time:T", title=None, scale=span.x_scale(), axis=TIME_AXIS),
             y=alt.Y("value:Q", scale=alt.Scale(zero=False)),
             color=alt.Color("indicator:N", legend=alt.Legend(orient="top", title=None)),
-            tooltip=["decision_time:T", "indicator:N", "value:Q"],
+            tooltip=tooltips("decision_time:T", "indicator:N", "value:Q"),
         )
     )
 
@@ -282,15 +289,19 @@ def prediction_panel(predictions: pl.DataFrame, scorers: list[str], span: Span) 
             x=x,
             y=y,
             color=alt.Color("scorer:N", legend=alt.Legend(orient="top", title=None)),
-            tooltip=["decision_time:T", "scorer:N", "role:N", "probability:Q", "label:Q"],
+            tooltip=tooltips("decision_time:T", "scorer:N", "role:N", "probability:Q", "label:Q"),
         )
     )
     realised = (
         alt.Chart(realised_up_rate(predictions))
         .mark_line(color="grey", strokeWidth=2)
-        .encode(x=x, y=y, tooltip=["decision_time:T", alt.Tooltip("probability:Q", title=REALISED)])
+        .encode(
+            x=x,
+            y=y,
+            tooltip=[alt.Tooltip("decision_time:T"), alt.Tooltip("probability:Q", title=REALISED)],
+        )
     )
-    half = alt.Chart(pl.DataFrame({"p": [0.5]})).mark_rule(strokeDash=[4, 4]).encode(y="p:Q")
+    half = alt.Chart(pl.DataFrame({"p": [0.5]})).mark_rule(strokeDash=[4, 4]).encode(y=alt.Y("p:Q"))
     return alt.layer(realised, lines, half).properties(width=CHART_WIDTH, height=160)
 
 

@@ -610,7 +610,6 @@ def dagster_dev(project: Project, env: dict[str, str]) -> Iterator[DagsterDev]:
         stop(server)
 
 
-
 # -- reporting -------------------------------------------------------------------------------------
 
 

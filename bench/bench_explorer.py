@@ -29,10 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.app.browser import (  # noqa: E402
-    GRID_ROW_PX,
-    TABLE,
     browser_page,
     chromium_path,
+    click_table_row,
+    navigation_links,
     served_app,
     wait_settled,
 )
@@ -64,7 +64,7 @@ def main() -> int:
                 floor = [visit(page, url, "Reference") for _ in range(1 + WARM_VISITS)]
             with served_app(lake, home, work / "explorer.log") as url:
                 pages = [(title, [visit(page, href, title) for _ in range(1 + WARM_VISITS)])
-                         for title, href in navigation(page, url)]  # fmt: skip
+                         for title, href in links(page, url)]  # fmt: skip
                 detail = [open_detail(page, url) for _ in range(1 + WARM_VISITS)]
     report(lake, floor, pages, detail)
     return 0
@@ -80,16 +80,9 @@ def build_default_lake(work: Path) -> tuple[Path, Path]:
     return lake, home
 
 
-def navigation(page, url: str) -> list[tuple[str, str]]:
+def links(page, url: str) -> list[tuple[str, str]]:
     page.goto(url)
-    page.locator('[data-testid="stSidebarNav"] a').first.wait_for()
-    links = page.locator('[data-testid="stSidebarNav"] a')
-    found = []
-    for i in range(links.count()):
-        title = links.nth(i).inner_text().strip().splitlines()[-1].strip()
-        href = links.nth(i).get_attribute("href")
-        found.append((title, href if href.startswith("http") else f"{url}/{href.lstrip('/')}"))
-    return found
+    return navigation_links(page, url)
 
 
 def visit(page, url: str, title: str) -> float:
@@ -104,9 +97,8 @@ def visit(page, url: str, title: str) -> float:
 def open_detail(page, url: str) -> float:
     """Seconds from a click on the Leaderboard's first row until the cell's detail has drawn."""
     visit(page, url, "Leaderboard")
-    box = page.locator(TABLE).first.bounding_box()
     started = time.perf_counter()
-    page.mouse.click(box["x"] + GRID_ROW_PX / 2, box["y"] + GRID_ROW_PX * 1.5)
+    click_table_row(page, 0)
     page.get_by_role("heading", name="Learning curve").wait_for()
     page.locator(".vega-embed").nth(DETAIL_CHARTS - 1).wait_for()
     wait_settled(page, layout_pause_ms=0)

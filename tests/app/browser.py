@@ -131,16 +131,23 @@ def show_every_page(page, base_url: str, out_dir: Path, prefix: str = "") -> lis
     ``out_dir/<prefix><url path>.png`` (the default page's path is its title's)."""
     page.goto(base_url)
     wait_settled(page)
-    links = page.locator('[data-testid="stSidebarNav"] a')
-    # a link's text is its icon's ligature name, then its title
-    targets = [(links.nth(i).inner_text().strip().splitlines()[-1].strip(),
-                links.nth(i).get_attribute("href")) for i in range(links.count())]  # fmt: skip
     shown = []
-    for title, href in targets:
-        url = href if href.startswith("http") else f"{base_url}/{href.lstrip('/')}"
+    for title, url in navigation_links(page, base_url):
         name = url.removeprefix(base_url).strip("/") or title.lower().replace(" ", "_")
         shown.append(show_page(page, title, url, out_dir / f"{prefix}{name}.png"))
     return shown
+
+
+def navigation_links(page, base_url: str) -> list[tuple[str, str]]:
+    """(title, absolute URL) of every page the sidebar of the open page lists."""
+    links = page.locator('[data-testid="stSidebarNav"] a')
+    links.first.wait_for()
+    found = []
+    for i in range(links.count()):
+        title = links.nth(i).inner_text().strip().splitlines()[-1].strip()  # after the icon's name
+        href = links.nth(i).get_attribute("href")
+        found.append((title, href if href.startswith("http") else f"{base_url}/{href.lstrip('/')}"))
+    return found
 
 
 def show_page(page, title: str, url: str, screenshot: Path) -> Shown:
@@ -163,12 +170,17 @@ def run_query(page, sql_url: str, sql: str, screenshot: Path) -> Shown:
 
 
 def open_leaderboard_row(page, base_url: str, row: int) -> None:
-    """Open the Leaderboard and click row ``row`` of its table (the grid is a canvas: the click
-    lands on the row's selection box, one header and ``row`` rows below the table's top)."""
+    """Open the Leaderboard and click row ``row`` of its table."""
     page.set_viewport_size(VIEWPORT)
     page.goto(base_url)
     page.get_by_role("heading", name="Leaderboard").first.wait_for()
     wait_settled(page)
+    click_table_row(page, row)
+
+
+def click_table_row(page, row: int) -> None:
+    """Click row ``row`` of the page's first table (the grid is a canvas: the click lands on the
+    row's selection box, one header and ``row`` rows below the table's top)."""
     table = page.locator(TABLE).first
     table.scroll_into_view_if_needed()
     box = table.bounding_box()
